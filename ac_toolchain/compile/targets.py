@@ -1,0 +1,44 @@
+"""Compile targets: one registry entry each (DESIGN.md "Targets")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ac_toolchain.errors import TargetError
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    tvm_target: dict[str, Any]
+    cross_compiler: str | None  # None: the host compiler
+    link: str  # "shared" (a .so for this OS's loader) or "static" (system library linked into the runner)
+    bench_devices: tuple[str, ...] = field(default=())
+
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in (
+        Target("x86", "this machine's CPU (llvm)", {"kind": "llvm"}, None, "shared", ("host",)),
+        Target(
+            "arm64", "aarch64 Linux CPU with NEON",
+            {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
+            "aarch64-linux-gnu-g++", "shared", ("qemu-arm64",),
+        ),
+        Target(
+            "android-arm64", "aarch64 Android phone CPU (static, loader-independent)",
+            {"kind": "llvm", "mtriple": "aarch64-linux-android", "mattr": ["+neon"]},
+            "aarch64-linux-gnu-g++", "static", ("adb", "qemu-arm64"),
+        ),
+        Target("opencl", "mobile GPU via OpenCL (Mali / Adreno); compile-only here",
+               {"kind": "opencl", "device": "mali"}, None, "source", ()),
+    )
+}  # fmt: skip
+
+
+def get_target(name: str) -> Target:
+    if name not in TARGETS:
+        raise TargetError(f"unknown target '{name}'; choose one of: {', '.join(TARGETS)}")
+    return TARGETS[name]

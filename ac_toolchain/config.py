@@ -1,0 +1,257 @@
+"""Configuration: dataclasses that map 1:1 to recipe keys (``section.field``) and CLI flags.
+
+Resolution order, later wins: dataclass defaults < recipe (``models/<name>.toml``) < preset < CLI flags.
+Every field's metadata carries its help text, its CLI flag and its valid range, so the recipe loader, the
+validator and the click options are all generated from this one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from ac_toolchain.errors import ConfigError
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "models"
+SCHEMES = ("filter",)  # schemes the uniform baseline implements now; channel/column arrive with the graph
+SEARCH_METHODS = ("uniform",)  # "anneal" arrives with the search issue
+OBJECTIVES = ("params", "flops")
+
+
+def _opt(default: Any, help: str, flag: str | None = None, **rules: Any) -> Any:
+    """A config field: default, help text, optional CLI flag override and validation rules."""
+    meta = {"help": help, "flag": flag, **rules}
+    if isinstance(default, list | tuple):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    arch: str = _opt("resnet18", "zoo name or path/to/file.py:Builder", flag="--arch")
+    num_classes: int = _opt(0, "number of output classes (0 = the dataset's)", min=0)
+    input_shape: tuple[int, ...] = _opt((1, 3, 32, 32), "input shape N,C,H,W (N must be 1)", flag="--input-shape")
+    stem: str = _opt("auto", "ResNet/MobileNetV2 stem", choices=("auto", "cifar", "imagenet"))
+    width_mult: float = _opt(1.0, "channel width multiplier of zoo models", min=0.0625, max=4.0)
+    checkpoint: str = _opt("", "dense state dict to start from instead of training", flag="--dense")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = _opt("mnist-mini", "dataset spec: NAME or NAME:PATH", flag="--data")
+    val_fraction: float = _opt(0.1, "fraction held out for validation", min=0.0, max=1.0, max_exclusive=True)
+    test_fraction: float = _opt(0.2, "fraction held out for test", min=0.0, max=1.0, max_exclusive=True)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _opt(3, "dense training epochs", min=0)
+    batch_size: int = _opt(64, "mini-batch size", min=1)
+    lr: float = _opt(0.05, "initial SGD learning rate (cosine decay)", min=0.0, min_exclusive=True)
+    momentum: float = _opt(0.9, "SGD momentum", min=0.0, max=1.0, max_exclusive=True)
+    weight_decay: float = _opt(5e-4, "L2 weight decay", min=0.0)
+    max_batches: int = _opt(0, "stop each epoch after this many batches (0 = all)", min=0)
+
+
+@dataclass
+class PruneConfig:
+    rate: float = _opt(0.5, "fraction of structures removed per layer", min=0.0, max=1.0, max_exclusive=True)
+    scheme: str = _opt("filter", "pruning scheme", choices=SCHEMES)
+    finetune_epochs: int = _opt(2, "masked fine-tuning epochs after pruning", min=0)
+    finetune_lr: float = _opt(0.01, "fine-tuning learning rate", min=0.0, min_exclusive=True)
+
+
+@dataclass
+class AdmmConfig:
+    """ADMM core settings (recorded now; used once the ADMM issue lands)."""
+
+    iterations: int = _opt(5, "ADMM iterations per round", min=1)
+    epochs_per_iteration: int = _opt(1, "W-step epochs per ADMM iteration", min=1)
+    rho_init: float = _opt(1e-4, "initial penalty rho", min=0.0, min_exclusive=True)
+    rho_max: float = _opt(1e-1, "final penalty rho", min=0.0, min_exclusive=True)
+    retrain_epochs: int = _opt(2, "masked retraining epochs after hard pruning", min=0)
+
+
+@dataclass
+class SearchConfig:
+    method: str = _opt("uniform", "how per-layer rates are chosen", flag="--search", choices=SEARCH_METHODS)
+    objective: str = _opt("params", "what the overall target reduces", choices=OBJECTIVES)
+    rounds: int = _opt(1, "compression rounds", min=1)
+    t0: float = _opt(100.0, "initial annealing temperature", min=0.0, min_exclusive=True)
+    t_stop: float = _opt(1.0, "final annealing temperature", min=0.0, min_exclusive=True)
+    cooling: float = _opt(0.9, "geometric cooling factor", min=0.0, max=1.0, min_exclusive=True, max_exclusive=True)
+
+
+@dataclass
+class RunConfig:
+    target: str = _opt("x86", "compile target", flag="--target")
+    device: str = _opt("auto", "torch device: auto, cpu, cuda or cuda:N", flag="--device")
+    seed: int = _opt(0, "random seed for splits, init and shuffling", flag="--seed", min=0)
+    runs_dir: str = _opt("runs", "folder that holds run directories", flag="--runs-dir")
+
+
+@dataclass
+class CompressConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    admm: AdmmConfig = field(default_factory=AdmmConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+SECTION_TYPES: dict[str, type] = {
+    "model": ModelConfig, "data": DataConfig, "train": TrainConfig, "prune": PruneConfig,
+    "admm": AdmmConfig, "search": SearchConfig, "run": RunConfig,
+}  # fmt: skip
+RECIPE_META_KEYS = ("description", "default_preset", "presets")
+
+
+def option_fields() -> list[tuple[str, dataclasses.Field[Any]]]:
+    """Every (section, field) pair, in declaration order: the single source of recipe keys and CLI flags."""
+    return [(s, f) for s, cls in SECTION_TYPES.items() for f in dataclasses.fields(cls)]
+
+
+def flag_of(section: str, f: dataclasses.Field[Any]) -> str:
+    """The CLI flag of a field: its override, or ``--section-field``."""
+    return f.metadata.get("flag") or f"--{section}-{f.name}".replace("_", "-")
+
+
+def key_of(section: str, f: dataclasses.Field[Any]) -> str:
+    return f"{section}.{f.name}"
+
+
+# ----------------------------------------------------------------------------------------------- values
+
+
+def _coerce(key: str, f: dataclasses.Field[Any], value: Any) -> Any:
+    """Turn a TOML or CLI value into the field's type, or raise ConfigError naming the key."""
+    kind = type(f.default) if f.default is not dataclasses.MISSING else tuple
+    try:
+        if kind is tuple:
+            items = value.split(",") if isinstance(value, str) else value
+            return tuple(int(v) for v in items)
+        if kind is bool or isinstance(value, bool) and kind is not str:
+            raise TypeError
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise TypeError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} = {value!r} is not a valid {kind.__name__}") from None
+
+
+def _check_range(key: str, f: dataclasses.Field[Any], value: Any) -> None:
+    m = f.metadata
+    if "choices" in m and value not in m["choices"]:
+        raise ConfigError(f"{key} = {value!r} is not one of: {', '.join(m['choices'])}")
+    if "min" in m and (value < m["min"] or (m.get("min_exclusive") and value == m["min"])):
+        bound = ">" if m.get("min_exclusive") else ">="
+        raise ConfigError(f"{key} = {value!r} is out of range: it must be {bound} {m['min']}")
+    if "max" in m and (value > m["max"] or (m.get("max_exclusive") and value == m["max"])):
+        bound = "<" if m.get("max_exclusive") else "<="
+        raise ConfigError(f"{key} = {value!r} is out of range: it must be {bound} {m['max']}")
+
+
+def validate(cfg: CompressConfig) -> CompressConfig:
+    """Check every field's range, then the rules that span fields."""
+    for section, f in option_fields():
+        _check_range(key_of(section, f), f, getattr(getattr(cfg, section), f.name))
+    shape = cfg.model.input_shape
+    if len(shape) != 4 or shape[0] != 1 or min(shape) < 1:
+        raise ConfigError(f"model.input_shape = {list(shape)} must be 1,C,H,W with positive sizes")
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:
+        raise ConfigError("data.val_fraction + data.test_fraction must be < 1 so something is left to train")
+    return cfg
+
+
+def apply_overrides(cfg: CompressConfig, values: dict[str, Any], origin: str) -> None:
+    """Set ``{"section.field": value}`` on cfg; unknown keys are errors that suggest the nearest key."""
+    fields = {key_of(s, f): (s, f) for s, f in option_fields()}
+    for key, value in values.items():
+        if key not in fields:
+            near = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise ConfigError(f"unknown key '{key}' in {origin}{hint}")
+        section, f = fields[key]
+        setattr(getattr(cfg, section), f.name, _coerce(key, f, value))
+
+
+def flatten(table: dict[str, Any], origin: str) -> dict[str, Any]:
+    """``{"train": {"epochs": 3}}`` -> ``{"train.epochs": 3}``; a bare value at the top is an error."""
+    flat: dict[str, Any] = {}
+    for section, body in table.items():
+        if not isinstance(body, dict):
+            raise ConfigError(f"unknown key '{section}' in {origin}: expected a [section] table")
+        flat.update({f"{section}.{k}": v for k, v in body.items()})
+    return flat
+
+
+# ----------------------------------------------------------------------------------------------- recipes
+
+
+def recipe_path(name: str) -> Path | None:
+    """The recipe of a zoo model, a path to a .toml file, or None (a user's own model has no recipe)."""
+    if name.endswith(".toml"):
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(f"recipe file {name} not found")
+        return path
+    path = RECIPES_DIR / f"{name}.toml"
+    return path if path.is_file() else None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def preset_names(recipe: dict[str, Any]) -> list[str]:
+    return sorted(recipe.get("presets", {}))
+
+
+def resolve(
+    model: str, preset: str | None = None, overrides: dict[str, Any] | None = None
+) -> tuple[CompressConfig, str | None]:
+    """Build the config of a run: defaults < recipe < preset < overrides. Returns (config, preset used)."""
+    cfg = CompressConfig()
+    path = recipe_path(model)
+    recipe = read_toml(path) if path else {}
+    body = {k: v for k, v in recipe.items() if k not in RECIPE_META_KEYS}
+    apply_overrides(cfg, flatten(body, str(path)), str(path))
+    if path is None or not model.endswith(".toml"):
+        cfg.model.arch = model
+    preset = preset or recipe.get("default_preset")
+    if preset is not None:
+        presets = recipe.get("presets", {})
+        if preset not in presets:
+            where = f"{path}" if path else f"'{model}' (no recipe in {RECIPES_DIR})"
+            raise ConfigError(f"unknown preset '{preset}' for {where}; presets: {', '.join(preset_names(recipe)) or 'none'}")
+        apply_overrides(cfg, flatten(presets[preset], f"preset '{preset}' of {path}"), f"preset '{preset}'")
+    apply_overrides(cfg, overrides or {}, "command-line flags")
+    return validate(cfg), preset
+
+
+def to_dict(cfg: CompressConfig) -> dict[str, Any]:
+    """Plain dict (TOML/JSON-ready: tuples become lists)."""
+    return {s: {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(getattr(cfg, s)).items()}
+            for s in SECTION_TYPES}  # fmt: skip
+
+
+def save(cfg: CompressConfig, path: Path) -> None:
+    """Write the resolved config as TOML; it is itself a recipe that re-runs the same job."""
+    path.write_text("# Resolved AutoCompress config; re-run with: ac compress THIS_FILE\n" + tomli_w.dumps(to_dict(cfg)))
+
+
+def load(path: Path) -> CompressConfig:
+    cfg = CompressConfig()
+    apply_overrides(cfg, flatten(read_toml(path), str(path)), str(path))
+    return validate(cfg)

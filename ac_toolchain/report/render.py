@@ -1,0 +1,91 @@
+"""Build, write and render a run's report. The Markdown is rendered from the JSON dict, never separately."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ac_toolchain import __version__
+from ac_toolchain.compile import get_target
+from ac_toolchain.config import CompressConfig, to_dict
+
+ARTIFACTS = ("config.toml", "dense.pt", "compressed.pt", "model.onnx", "report.json", "report.md")
+NOT_COMPILED = "not compiled: the TVM compile stage is not implemented yet (the ONNX file is the last artifact)"
+
+
+def _ratio(dense: int, compressed: int) -> float:
+    return round(dense / compressed, 3) if compressed else float("inf")
+
+
+def build_report(
+    run_dir: Path, cfg: CompressConfig, dataset: str, results: dict[str, Any], timings: dict[str, float]
+) -> dict[str, Any]:
+    dense, comp = results["dense"], results["compressed"]
+    target = get_target(cfg.run.target)
+    return {
+        "model": cfg.model.arch,
+        "dataset": dataset,
+        "target": target.name,
+        "dense": dense,
+        "compressed": comp,
+        "accuracy_drop_points": round(100 * (dense["accuracy"] - comp["accuracy"]), 3),
+        "ratios": {k: _ratio(dense[k], comp[k]) for k in ("params", "flops")},
+        "method": {"search": cfg.search.method, "scheme": cfg.prune.scheme, "rate": cfg.prune.rate},
+        "layers": results.get("layers", []),
+        "onnx_max_abs_diff": results.get("onnx_max_abs_diff"),
+        "compile": {"target": target.name, "tvm_target": target.tvm_target, "status": NOT_COMPILED},
+        "artifacts": {name: str(run_dir / name) for name in ARTIFACTS if (run_dir / name).exists()
+                      or name.startswith("report")},  # fmt: skip
+        "timings": timings,
+        "config": to_dict(cfg),
+        "versions": {"autocompress": __version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+    d, c, ratio = r["dense"], r["compressed"], r["ratios"]
+    lines = [
+        f"# AutoCompress report: {r['model']} on {r['dataset']} → {r['target']}",
+        "",
+        f"Method: `{r['method']['search']}` search, `{r['method']['scheme']}` scheme, rate {r['method']['rate']}.",
+        "",
+        "| | top-1 accuracy | params | FLOPs (MACs) |",
+        "|---|---:|---:|---:|",
+        f"| dense | {d['accuracy']:.2%} | {d['params']:,} | {d['flops']:,} |",
+        f"| compressed | {c['accuracy']:.2%} | {c['params']:,} | {c['flops']:,} |",
+        f"| ratio | {-r['accuracy_drop_points']:+.2f} points | {ratio['params']}× | {ratio['flops']}× |",
+        "",
+        f"Compile ({r['target']}): {r['compile']['status']}.",
+        "",
+        f"ONNX vs torch max abs difference: {r['onnx_max_abs_diff']:.2e}"
+        if r.get("onnx_max_abs_diff") is not None else "ONNX: not exported.",
+        "",
+        "## Layers",
+        "",
+        "| layer | scheme | rate | kept / total |",
+        "|---|---|---:|---:|",
+        *[f"| {x['name']} | {x['scheme']} | {x['rate']} | {x['kept']} / {x['total']} |" for x in r["layers"]],
+        "",
+        "## Timings (s)",
+        "",
+        *[f"- {stage}: {sec:.1f}" for stage, sec in r["timings"].items()],
+        "",
+        "## Artifacts",
+        "",
+        *[f"- {name}: `{path}`" for name, path in r["artifacts"].items()],
+        "",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_report(
+    run_dir: Path, cfg: CompressConfig, dataset: str, results: dict[str, Any], timings: dict[str, float]
+) -> dict[str, Any]:
+    report = build_report(run_dir, cfg, dataset, results, timings)
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (run_dir / "report.md").write_text(render_markdown(report))
+    return report

@@ -1,0 +1,98 @@
+"""Run directories, atomic checkpoints and resume.
+
+A run directory holds everything one run makes (see DESIGN.md). Checkpoints are written to a temporary file
+in the same folder, fsynced, then renamed, so a crash leaves either the old file or the new one, never half
+of one. Everything is loaded with ``weights_only=True``: a checkpoint can hold tensors, numbers, strings,
+lists and dicts, never code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ac_toolchain.errors import CheckpointError
+
+CHECKPOINT_RE = re.compile(r"^(?P<stage>[a-z]+)-(?P<epoch>\d+)\.pt$")
+
+
+def new_run_dir(runs_dir: str | Path, model: str, target: str) -> Path:
+    """``runs/<model>-<target>-<YYYYmmdd-HHMMSS>/``; a suffix keeps two runs in one second apart."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model.split(":")[0]).stem if ":" in model else model)
+    base = Path(runs_dir) / f"{name}-{target}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 1
+    while path.exists():
+        path, n = base.with_name(f"{base.name}-{n}"), n + 1
+    (path / "checkpoints").mkdir(parents=True)
+    return path
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to ``path`` atomically: temp file in the same folder, fsync, rename, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def safe_load(path: Path) -> Any:
+    """Load a checkpoint or state dict with weights_only=True; a clear error if missing or corrupt."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated / foreign files
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            "it is corrupt or not a state dict saved by torch.save — delete it or point to another one"
+        ) from None
+
+
+def save_checkpoint(run_dir: Path, stage: str, epoch: int, state: dict[str, Any]) -> Path:
+    """``checkpoints/<stage>-<epoch>.pt``; older checkpoints of the stage are removed once it is safe."""
+    path = run_dir / "checkpoints" / f"{stage}-{epoch:04d}.pt"
+    atomic_save({"stage": stage, "epoch": epoch, **state}, path)
+    for old in (run_dir / "checkpoints").glob(f"{stage}-*.pt"):
+        if old != path:
+            old.unlink()
+    return path
+
+
+def latest_checkpoint(run_dir: Path, stage: str) -> dict[str, Any] | None:
+    """The newest checkpoint of a stage (highest epoch), loaded, or None."""
+    found = []
+    for p in (run_dir / "checkpoints").glob(f"{stage}-*.pt"):
+        m = CHECKPOINT_RE.match(p.name)
+        if m and m["stage"] == stage:
+            found.append((int(m["epoch"]), p))
+    return safe_load(max(found)[1]) if found else None
+
+
+def load_state_dict(model: torch.nn.Module, path: Path) -> None:
+    """Load a state dict (or a checkpoint holding one under 'model') into model, strictly."""
+    state = safe_load(path)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0:3]
+        raise CheckpointError(f"{path} does not match this model: {' '.join(first)[:400]}") from None

@@ -1,0 +1,157 @@
+"""Train and evaluate loops: SGD with momentum and cosine decay, rich progress bars, optional masks.
+
+Masks (``{param_name: 0/1 tensor of the parameter's shape}``) are re-applied after every optimiser step, so
+pruned weights stay exactly zero through momentum and weight decay.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ac_toolchain.errors import ConfigError
+
+Masks = dict[str, torch.Tensor]
+EpochHook = Callable[[int, dict[str, Any]], None]
+
+
+@dataclass
+class FitSettings:
+    """What one call of :func:`fit` needs; built from TrainConfig or PruneConfig."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    max_batches: int = 0
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; an unavailable device is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def make_loader(ds: Dataset[Any], batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader[Any]:
+    gen = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=True,
+    )  # fmt: skip
+
+
+def apply_masks(model: nn.Module, masks: Masks | None) -> None:
+    if not masks:
+        return
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            params[name].mul_(mask.to(params[name].device))
+
+
+def _batches(loader: DataLoader[Any], max_batches: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    for i, batch in enumerate(loader):
+        if max_batches and i >= max_batches:
+            return
+        yield batch
+
+
+def train_one_epoch(
+    model: nn.Module, loader: DataLoader[Any], opt: torch.optim.Optimizer, device: torch.device,
+    masks: Masks | None = None, max_batches: int = 0, label: str = "train",
+) -> float:  # fmt: skip
+    """One pass over loader; returns the mean loss."""
+    model.train()
+    total, seen = 0.0, 0
+    n = min(len(loader), max_batches) if max_batches else len(loader)
+    with _progress() as bar:
+        task = bar.add_task(label, total=n, info="")
+        for x, y in _batches(loader, max_batches):
+            x, y = x.to(device), y.to(device)
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            apply_masks(model, masks)
+            total, seen = total + loss.item() * len(y), seen + len(y)
+            bar.update(task, advance=1, info=f"loss {total / seen:.3f}")
+    return total / max(seen, 1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader[Any], device: torch.device, label: str = "eval") -> float:
+    """Top-1 accuracy in [0, 1] over the whole loader (eval mode)."""
+    model.eval()
+    correct, seen = 0, 0
+    with _progress() if label else nullcontext() as bar:
+        task = bar.add_task(label, total=len(loader), info="") if bar else None
+        for x, y in loader:
+            pred = model(x.to(device)).argmax(dim=1).cpu()
+            correct, seen = correct + int((pred == y).sum()), seen + len(y)
+            if bar is not None and task is not None:
+                bar.update(task, advance=1, info=f"top-1 {correct / seen:.2%}")
+    return correct / max(seen, 1)
+
+
+def make_optimizer(model: nn.Module, s: FitSettings) -> tuple[torch.optim.Optimizer, Any]:
+    opt = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(s.epochs, 1))
+    return opt, sched
+
+
+def fit(
+    model: nn.Module, train_ds: Dataset[Any], s: FitSettings, device: torch.device, *, seed: int = 0,
+    masks: Masks | None = None, resume: dict[str, Any] | None = None, on_epoch_end: EpochHook | None = None,
+    label: str = "train",
+) -> list[float]:  # fmt: skip
+    """Train for ``s.epochs``; ``resume`` (a checkpoint dict) continues after its epoch.
+
+    ``on_epoch_end(epoch, state)`` receives the state to checkpoint: model, optimizer and scheduler.
+    """
+    model.to(device)
+    opt, sched = make_optimizer(model, s)
+    start = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        start = int(resume["epoch"])
+    apply_masks(model, masks)
+    losses = []
+    for epoch in range(start + 1, s.epochs + 1):
+        loader = make_loader(train_ds, s.batch_size, shuffle=True, seed=seed + epoch)
+        tag = f"{label} {epoch}/{s.epochs}"
+        losses.append(train_one_epoch(model, loader, opt, device, masks, s.max_batches, tag))
+        sched.step()
+        if on_epoch_end is not None:
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+            on_epoch_end(epoch, state)
+    return losses

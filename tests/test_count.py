@@ -1,0 +1,100 @@
+"""Counting the non-zero structure: exact numbers on hand-checked models."""
+
+import torch
+from torch import nn
+
+from ac_toolchain.count import count
+
+
+class Residual(nn.Module):
+    """conv-bn-relu, conv-bn, + skip, pool, flatten, linear: 1 -> 8 -> 8 channels on 8x8."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.b1(self.c1(x)))
+        z = self.b2(self.c2(y)) + y
+        return self.fc(torch.flatten(nn.functional.max_pool2d(z, 2), 1))
+
+
+def _kill_channel(conv: nn.Conv2d, bn: nn.BatchNorm2d, c: int) -> None:
+    with torch.no_grad():
+        conv.weight[c] = 0
+        bn.weight[c] = 0
+        bn.bias[c] = 0
+
+
+def test_dense_count_is_every_parameter_and_all_macs() -> None:
+    m = Residual()
+    got = count(m, torch.randn(1, 1, 8, 8))
+    assert got["params"] == sum(p.numel() for p in m.parameters())
+    assert got["flops"] == 8 * 9 * 64 + 8 * 72 * 64 + 128 * 10
+
+
+def test_filter_removed_in_both_residual_operands_removes_downstream_columns() -> None:
+    m = Residual()
+    _kill_channel(m.c1, m.b1, 3)
+    _kill_channel(m.c2, m.b2, 3)
+    got = count(m, torch.randn(1, 1, 8, 8))
+    # c1: 7 filters x 9; b1: 7 x 2; c2: 7 filters x 7 live channels x 9; b2: 7 x 2; fc: 10 x 7*16 + 10
+    assert got["params"] == 63 + 14 + 441 + 14 + 1120 + 10
+    assert got["flops"] == 63 * 64 + 441 * 64 + 1120
+
+
+def test_filter_removed_in_one_residual_operand_keeps_the_channel_alive() -> None:
+    m = Residual()
+    _kill_channel(m.c2, m.b2, 3)  # y still carries channel 3 through the skip
+    got = count(m, torch.randn(1, 1, 8, 8))
+    assert got["params"] == 72 + 16 + 7 * 72 + 14 + 1280 + 10
+
+
+def test_zero_columns_are_not_counted() -> None:
+    conv = nn.Conv2d(4, 6, 3, bias=False)
+    with torch.no_grad():
+        conv.weight[:, 1, 0, 0] = 0  # one column (c=1, kh=0, kw=0) across all filters
+        conv.weight[:, 2] = 0  # a whole input channel: 9 columns
+    got = count(nn.Sequential(conv), torch.randn(1, 4, 5, 5))
+    assert got["params"] == 6 * (36 - 10)
+    assert got["flops"] == 6 * 26 * 9
+
+
+def test_grouped_and_concat() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(2, 4, 1, bias=False)
+            self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False)
+            self.out = nn.Conv2d(8, 2, 1, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = self.a(x)
+            return self.out(torch.cat([a, self.dw(a)], dim=1))
+
+    net = Net()
+    with torch.no_grad():
+        net.a.weight[0] = 0  # channel 0 of a is dead -> dw's group 0 reads nothing, dw channel 0 is still live
+    got = count(net, torch.randn(1, 2, 4, 4))
+    # a: 3 x 2; dw: 3 live groups x 9 (group 0's filter reads a dead channel: 0 kept weights, row still
+    # non-zero but has no live column); out: 2 x 7 live inputs (cat: a's 3 + dw's 4)
+    assert got["params"] == 6 + 27 + 14
+    assert got["flops"] == (6 + 27 + 14) * 16
+
+
+def test_untraceable_model_falls_back_to_nonzero_elements() -> None:
+    class Dynamic(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) if x.sum() > -1e9 else x  # data-dependent branch: fx cannot trace it
+
+    net = Dynamic()
+    with torch.no_grad():
+        net.fc.weight[0, :2] = 0
+    got = count(net, torch.randn(1, 4))
+    assert got == {"params": 15 - 2, "flops": 10}

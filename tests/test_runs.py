@@ -1,0 +1,65 @@
+"""Run directories, atomic checkpoints, safe loading and resume."""
+
+import os
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+
+from ac_toolchain import runs
+from ac_toolchain.errors import CheckpointError
+
+
+def test_new_run_dirs_never_collide(tmp_path: Path) -> None:
+    a = runs.new_run_dir(tmp_path, "resnet18", "arm64")
+    b = runs.new_run_dir(tmp_path, "resnet18", "arm64")
+    assert a != b and a.name.startswith("resnet18-arm64-") and (b / "checkpoints").is_dir()
+
+
+def test_user_model_spec_gives_a_clean_run_name(tmp_path: Path) -> None:
+    d = runs.new_run_dir(tmp_path, "some dir/my_net.py:Build", "x86")
+    assert d.name.startswith("my_net-x86-")
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.pt"
+    runs.atomic_save({"w": torch.ones(3)}, path)
+    with mock.patch("torch.save", side_effect=OSError("disk full")), pytest.raises(OSError):
+        runs.atomic_save({"w": torch.zeros(3)}, path)
+    assert torch.equal(runs.safe_load(path)["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temp file left behind
+
+
+def test_checkpoints_keep_only_the_newest_and_resume_reads_it(tmp_path: Path) -> None:
+    run = runs.new_run_dir(tmp_path, "m", "x86")
+    for epoch in (1, 2, 3):
+        runs.save_checkpoint(run, "dense", epoch, {"model": {"w": torch.full((2,), float(epoch))}})
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["dense-0003.pt"]
+    latest = runs.latest_checkpoint(run, "dense")
+    assert latest is not None and latest["epoch"] == 3 and latest["model"]["w"][0] == 3
+    assert runs.latest_checkpoint(run, "finetune") is None
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "dense.pt"
+    runs.atomic_save({"w": torch.ones(100)}, path)
+    os.truncate(path, 50)
+    with pytest.raises(CheckpointError, match="cannot be read.*corrupt"):
+        runs.safe_load(path)
+    with pytest.raises(CheckpointError, match="not found"):
+        runs.safe_load(tmp_path / "missing.pt")
+
+
+def test_pickled_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"f": os.getcwd}, path)  # a function, not weights
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        runs.safe_load(path)
+
+
+def test_state_dict_of_another_model_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "other.pt"
+    runs.atomic_save(torch.nn.Linear(3, 4).state_dict(), path)
+    with pytest.raises(CheckpointError, match="does not match this model"):
+        runs.load_state_dict(torch.nn.Linear(5, 4), path)
