@@ -50,7 +50,7 @@ def config_options(fn: F) -> F:
     """One click option per config field; values left unset do not override recipe or preset."""
     for section, f in reversed(cfgmod.option_fields()):
         rules = [f"one of {', '.join(f.metadata['choices'])}"] if "choices" in f.metadata else []
-        default = f.default if f.default is not cfgmod.dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not cfgmod.dataclasses.MISSING else f.default_factory()
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         help_text = f"{f.metadata['help']} [{cfgmod.key_of(section, f)}; default {shown!r}]"
         help_text += f" ({rules[0]})" if rules else ""

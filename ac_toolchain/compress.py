@@ -18,13 +18,14 @@ from rich.console import Console
 from torch import nn
 
 from ac_toolchain import config as cfgmod
+from ac_toolchain.compact import compact
 from ac_toolchain.compile import get_target
 from ac_toolchain.config import CompressConfig
 from ac_toolchain.count import count
 from ac_toolchain.data import Splits, load_dataset
 from ac_toolchain.errors import CheckpointError, ConfigError
 from ac_toolchain.export import check_with_onnxruntime, export_onnx
-from ac_toolchain.prune import uniform_filter_prune
+from ac_toolchain.prune import uniform_prune
 from ac_toolchain.report import write_report
 from ac_toolchain.runs import atomic_save, latest_checkpoint, load_state_dict, new_run_dir, save_checkpoint
 from ac_toolchain.train import FitSettings, evaluate, fit, make_loader, pick_device, seed_everything
@@ -79,7 +80,7 @@ def open_run(cfg: CompressConfig, run_dir: Path | None = None) -> Run:
         cfgmod.save(cfg, run_dir / "config.toml")
     console.print(f"run directory: [bold]{run_dir}[/]")
     splits = load_dataset(
-        cfg.data.dataset, tuple(cfg.model.input_shape[1:]), seed=cfg.run.seed,  # type: ignore[arg-type]
+        cfg.data.dataset, tuple(cfg.model.input_shape[1:]), seed=cfg.run.seed,
         val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
     )  # fmt: skip
     if cfg.model.num_classes and cfg.model.num_classes != splits.num_classes:
@@ -132,9 +133,10 @@ def measure(run: Run, model: nn.Module, key: str) -> None:
 
 
 def prune_and_finetune(run: Run, model: nn.Module) -> nn.Module:
-    """Uniform L1 filter pruning of every conv at prune.rate, then masked fine-tuning."""
+    """Uniform pruning of every conv at prune.rate with prune.scheme, then masked fine-tuning."""
     p, t = run.cfg.prune, run.cfg.train
-    masks, log = uniform_filter_prune(model, p.rate)
+    masks, log = uniform_prune(model.cpu(), run.example, p.rate, p.scheme)
+    model.to(run.device)
     run.results["layers"] = [vars(entry) for entry in log]
     settings = FitSettings(p.finetune_epochs, p.finetune_lr, t.batch_size, t.momentum, t.weight_decay,
                            t.max_batches)  # fmt: skip
@@ -144,24 +146,39 @@ def prune_and_finetune(run: Run, model: nn.Module) -> nn.Module:
 
 
 def export_stage(run: Run, model: nn.Module) -> None:
-    path = export_onnx(model.cpu(), run.example, run.dir / "model.onnx")
-    run.results["onnx_max_abs_diff"] = check_with_onnxruntime(path, model, run.example)
+    """Compact the pruned model physically, then export it; both are checked against the masked model."""
+    masked = model.cpu().eval()
+    small = compact(masked, run.example).eval()
+    with torch.no_grad():
+        run.results["compact_max_abs_diff"] = float((small(run.example) - masked(run.example)).abs().max())
+    path = export_onnx(small, run.example, run.dir / "model.onnx")
+    run.results["onnx_max_abs_diff"] = check_with_onnxruntime(path, masked, run.example)
     model.to(run.device)
 
 
-def compress(cfg: CompressConfig, run_dir: Path | None = None) -> dict[str, Any]:
-    """Run the whole chain; returns the report dict (also written to report.json / report.md)."""
+def compress(
+    model: str | CompressConfig,
+    preset: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    run_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Run the whole chain; returns the report dict (also written to report.json / report.md).
+
+    ``model`` is a resolved config, or a zoo name / recipe path / ``file.py:Builder`` resolved with
+    ``preset`` and ``overrides`` (``{"prune.rate": 0.7}``).
+    """
+    cfg = model if isinstance(model, CompressConfig) else cfgmod.resolve(model, preset, overrides)[0]
     run = open_run(cfg, run_dir)
     with run.stage("dense"):
-        model = dense_model(run)
+        net = dense_model(run)
     with run.stage("evaluate dense"):
-        measure(run, model, "dense")
+        measure(run, net, "dense")
     with run.stage("prune + fine-tune"):
-        model = prune_and_finetune(run, model)
+        net = prune_and_finetune(run, net)
     with run.stage("evaluate compressed"):
-        measure(run, model, "compressed")
+        measure(run, net, "compressed")
     with run.stage("export onnx"):
-        export_stage(run, model)
+        export_stage(run, net)
     report = write_report(run.dir, run.cfg, run.splits.name, run.results, run.timings)
     console.print(f"[bold green]done[/]: {run.dir / 'report.md'}")
     return report

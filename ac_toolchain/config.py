@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomli_w
+import tomllib
 
 from ac_toolchain.errors import ConfigError
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "models"
-SCHEMES = ("filter",)  # schemes the uniform baseline implements now; channel/column arrive with the graph
+SCHEMES = ("filter", "channel", "column", "filter+column")
 SEARCH_METHODS = ("uniform",)  # "anneal" arrives with the search issue
 OBJECTIVES = ("params", "flops")
 
@@ -138,7 +138,7 @@ def _coerce(key: str, f: dataclasses.Field[Any], value: Any) -> Any:
         if kind is tuple:
             items = value.split(",") if isinstance(value, str) else value
             return tuple(int(v) for v in items)
-        if kind is bool or isinstance(value, bool) and kind is not str:
+        if kind is bool or (isinstance(value, bool) and kind is not str):
             raise TypeError
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise TypeError
@@ -234,7 +234,9 @@ def resolve(
         presets = recipe.get("presets", {})
         if preset not in presets:
             where = f"{path}" if path else f"'{model}' (no recipe in {RECIPES_DIR})"
-            raise ConfigError(f"unknown preset '{preset}' for {where}; presets: {', '.join(preset_names(recipe)) or 'none'}")
+            raise ConfigError(
+                f"unknown preset '{preset}' for {where}; presets: {', '.join(preset_names(recipe)) or 'none'}"
+            )
         apply_overrides(cfg, flatten(presets[preset], f"preset '{preset}' of {path}"), f"preset '{preset}'")
     apply_overrides(cfg, overrides or {}, "command-line flags")
     return validate(cfg), preset
@@ -248,7 +250,9 @@ def to_dict(cfg: CompressConfig) -> dict[str, Any]:
 
 def save(cfg: CompressConfig, path: Path) -> None:
     """Write the resolved config as TOML; it is itself a recipe that re-runs the same job."""
-    path.write_text("# Resolved AutoCompress config; re-run with: ac compress THIS_FILE\n" + tomli_w.dumps(to_dict(cfg)))
+    path.write_text(
+        "# Resolved AutoCompress config; re-run with: ac compress THIS_FILE\n" + tomli_w.dumps(to_dict(cfg))
+    )
 
 
 def load(path: Path) -> CompressConfig:

@@ -152,6 +152,10 @@ def fit(
         losses.append(train_one_epoch(model, loader, opt, device, masks, s.max_batches, tag))
         sched.step()
         if on_epoch_end is not None:
-            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+            state = {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+            }
             on_epoch_end(epoch, state)
     return losses

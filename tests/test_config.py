@@ -59,7 +59,7 @@ def test_unknown_preset_lists_the_presets() -> None:
 
 
 def test_fractions_must_leave_training_data() -> None:
-    with pytest.raises(ConfigError, match="val_fraction \\+ data.test_fraction must be < 1"):
+    with pytest.raises(ConfigError, match=r"val_fraction \+ data.test_fraction must be < 1"):
         cfgmod.resolve("lenet5", None, {"data.val_fraction": 0.5, "data.test_fraction": 0.5})
 
 

@@ -21,11 +21,11 @@ class Residual(nn.Module):
         return self.fc(torch.flatten(nn.functional.max_pool2d(z, 2), 1))
 
 
-def _kill_channel(conv: nn.Conv2d, bn: nn.BatchNorm2d, c: int) -> None:
+def _unread(*slices: tuple[nn.Module, slice | int]) -> None:
+    """Zero the input columns that read a channel: then nothing consumes it."""
     with torch.no_grad():
-        conv.weight[c] = 0
-        bn.weight[c] = 0
-        bn.bias[c] = 0
+        for mod, cols in slices:
+            mod.weight[:, cols] = 0  # type: ignore[index]
 
 
 def test_dense_count_is_every_parameter_and_all_macs() -> None:
@@ -35,21 +35,21 @@ def test_dense_count_is_every_parameter_and_all_macs() -> None:
     assert got["flops"] == 8 * 9 * 64 + 8 * 72 * 64 + 128 * 10
 
 
-def test_filter_removed_in_both_residual_operands_removes_downstream_columns() -> None:
+def test_channel_no_consumer_reads_is_removed_through_the_residual_add() -> None:
     m = Residual()
-    _kill_channel(m.c1, m.b1, 3)
-    _kill_channel(m.c2, m.b2, 3)
+    _unread((m.c2, 3), (m.fc, slice(48, 64)))  # every reader of channel 3 of y, z and z + y
     got = count(m, torch.randn(1, 1, 8, 8))
     # c1: 7 filters x 9; b1: 7 x 2; c2: 7 filters x 7 live channels x 9; b2: 7 x 2; fc: 10 x 7*16 + 10
     assert got["params"] == 63 + 14 + 441 + 14 + 1120 + 10
     assert got["flops"] == 63 * 64 + 441 * 64 + 1120
 
 
-def test_filter_removed_in_one_residual_operand_keeps_the_channel_alive() -> None:
+def test_channel_still_read_through_the_skip_stays_and_zero_columns_go() -> None:
     m = Residual()
-    _kill_channel(m.c2, m.b2, 3)  # y still carries channel 3 through the skip
+    _unread((m.c2, 3))  # fc still reads channel 3 of z + y: the channel stays, c2 loses 9 columns
     got = count(m, torch.randn(1, 1, 8, 8))
-    assert got["params"] == 72 + 16 + 7 * 72 + 14 + 1280 + 10
+    assert got["params"] == 72 + 16 + 8 * 63 + 16 + 1280 + 10
+    assert got["flops"] == 72 * 64 + 8 * 63 * 64 + 1280
 
 
 def test_zero_columns_are_not_counted() -> None:
@@ -75,13 +75,11 @@ def test_grouped_and_concat() -> None:
             return self.out(torch.cat([a, self.dw(a)], dim=1))
 
     net = Net()
-    with torch.no_grad():
-        net.a.weight[0] = 0  # channel 0 of a is dead -> dw's group 0 reads nothing, dw channel 0 is still live
+    _unread((net.out, 0), (net.out, 4))  # channel 0 of a, read directly and through the depthwise conv
     got = count(net, torch.randn(1, 2, 4, 4))
-    # a: 3 x 2; dw: 3 live groups x 9 (group 0's filter reads a dead channel: 0 kept weights, row still
-    # non-zero but has no live column); out: 2 x 7 live inputs (cat: a's 3 + dw's 4)
-    assert got["params"] == 6 + 27 + 14
-    assert got["flops"] == (6 + 27 + 14) * 16
+    # a: 3 filters x 2; dw: 3 channels x 9; out: 2 x 6 inputs (cat: a's 3 + dw's 3)
+    assert got["params"] == 6 + 27 + 12
+    assert got["flops"] == (6 + 27 + 12) * 16
 
 
 def test_untraceable_model_falls_back_to_nonzero_elements() -> None:

@@ -45,7 +45,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "dense.pt"
     runs.atomic_save({"w": torch.ones(100)}, path)
     os.truncate(path, 50)
-    with pytest.raises(CheckpointError, match="cannot be read.*corrupt"):
+    with pytest.raises(CheckpointError, match=r"cannot be read.*corrupt"):
         runs.safe_load(path)
     with pytest.raises(CheckpointError, match="not found"):
         runs.safe_load(tmp_path / "missing.pt")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -35,11 +36,19 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Pa
             )  # fmt: skip
     except Exception as exc:
         raise ModelError(
-            f"ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
-            "the model uses an op torch.export or the ONNX exporter does not support"
+            f"ONNX export failed: {_root_cause(exc)}; the model uses an op that torch.export or the ONNX "
+            "exporter does not support — replace it with standard layers"
         ) from None
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     return path
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost cause's first line, without terminal colour codes."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines() or [""]
+    return f"{type(exc).__name__}: {text[0][:300]}"
 
 
 def check_with_onnxruntime(path: str | Path, model: nn.Module, example: torch.Tensor) -> float:

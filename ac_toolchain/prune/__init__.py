@@ -1,5 +1,6 @@
-"""Pruning: the uniform L1 filter baseline now; schemes, ADMM and purification arrive with later issues."""
+"""Structured pruning: schemes and projections, the uniform baseline; ADMM and purification come later."""
 
-from ac_toolchain.prune.uniform import LayerPrune, uniform_filter_prune
+from ac_toolchain.prune.schemes import SCHEMES, LayerPlan, kept_count, plan_pruning, prune
+from ac_toolchain.prune.uniform import uniform_prune
 
-__all__ = ["LayerPrune", "uniform_filter_prune"]
+__all__ = ["SCHEMES", "LayerPlan", "kept_count", "plan_pruning", "prune", "uniform_prune"]

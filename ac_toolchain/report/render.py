@@ -14,7 +14,7 @@ from ac_toolchain.compile import get_target
 from ac_toolchain.config import CompressConfig, to_dict
 
 ARTIFACTS = ("config.toml", "dense.pt", "compressed.pt", "model.onnx", "report.json", "report.md")
-NOT_COMPILED = "not compiled: the TVM compile stage is not implemented yet (the ONNX file is the last artifact)"
+NOT_COMPILED = "not compiled: the TVM compile stage is not implemented yet (model.onnx is the last artifact)"
 
 
 def _ratio(dense: int, compressed: int) -> float:
@@ -36,14 +36,26 @@ def build_report(
         "ratios": {k: _ratio(dense[k], comp[k]) for k in ("params", "flops")},
         "method": {"search": cfg.search.method, "scheme": cfg.prune.scheme, "rate": cfg.prune.rate},
         "layers": results.get("layers", []),
-        "onnx_max_abs_diff": results.get("onnx_max_abs_diff"),
+        "compact_max_abs_diff": results["compact_max_abs_diff"],
+        "onnx_max_abs_diff": results["onnx_max_abs_diff"],
         "compile": {"target": target.name, "tvm_target": target.tvm_target, "status": NOT_COMPILED},
-        "artifacts": {name: str(run_dir / name) for name in ARTIFACTS if (run_dir / name).exists()
-                      or name.startswith("report")},  # fmt: skip
+        "artifacts": {
+            name: str(run_dir / name) for name in ARTIFACTS if (run_dir / name).exists() or name.startswith("report")
+        },
         "timings": timings,
         "config": to_dict(cfg),
-        "versions": {"autocompress": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "versions": {
+            "autocompress": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
     }
+
+
+def _layer_row(x: dict[str, Any]) -> str:
+    groups = f"{x['groups_kept']} / {x['groups_total']}" if x["groups_total"] else "—"
+    cols = f"{x['columns_kept']} / {x['columns_total']}" if x["columns_total"] else "—"
+    return f"| {x['name']} | {x['scheme']} | {x['rate']} | {groups} | {cols} | {x['coupled_to'] or ''} |"
 
 
 def render_markdown(r: dict[str, Any]) -> str:
@@ -61,14 +73,14 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         f"Compile ({r['target']}): {r['compile']['status']}.",
         "",
-        f"ONNX vs torch max abs difference: {r['onnx_max_abs_diff']:.2e}"
-        if r.get("onnx_max_abs_diff") is not None else "ONNX: not exported.",
+        f"Compact vs masked model, max abs difference: {r['compact_max_abs_diff']:.2e}; "
+        f"ONNX (onnxruntime) vs masked: {r['onnx_max_abs_diff']:.2e}.",
         "",
         "## Layers",
         "",
-        "| layer | scheme | rate | kept / total |",
-        "|---|---|---:|---:|",
-        *[f"| {x['name']} | {x['scheme']} | {x['rate']} | {x['kept']} / {x['total']} |" for x in r["layers"]],
+        "| layer | scheme | rate | filter groups kept | columns kept | coupled to |",
+        "|---|---|---:|---:|---:|---|",
+        *[_layer_row(x) for x in r["layers"]],
         "",
         "## Timings (s)",
         "",

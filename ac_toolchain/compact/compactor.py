@@ -1,0 +1,114 @@
+"""``compact``: a new, physically smaller model with the same outputs as the masked one.
+
+A dependency group is removed when every consumer slice of it (conv input channels, linear input features)
+is zero: then nothing downstream reads the channel, so dropping it — with its producers' filters, BN entries
+and depthwise filters — changes no output. ``ac.prune`` zeroes whole groups, so its groups always qualify.
+After that, a conv whose remaining GEMM matrix still has all-zero columns becomes a ``CompactConv2d`` and a
+linear with all-zero input columns a ``GatherLinear``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ac_toolchain.compact.modules import CompactConv2d, GatherLinear
+from ac_toolchain.graph import Graph, trace, weight_of
+
+
+def removable_groups(graph: Graph) -> set[int]:
+    """Groups no consumer reads: every 'in' slice is zero (frozen groups never qualify)."""
+    gone = set()
+    for gid, group in enumerate(graph.groups):
+        ins = group.of("in")
+        if group.frozen or not ins:
+            continue
+        if all(weight_of(graph.module(p.module)).detach()[:, p.index].eq(0).all() for p in ins):
+            gone.add(gid)
+    return gone
+
+
+def _kept(ids: list[int], gone: set[int]) -> torch.Tensor:
+    return torch.tensor([i for i, g in enumerate(ids) if g not in gone], dtype=torch.long)
+
+
+def _slice_conv(conv: nn.Conv2d, keep_in: torch.Tensor, keep_out: torch.Tensor, depthwise: bool) -> nn.Conv2d:
+    w = conv.weight.detach()[keep_out]
+    w = w if depthwise else w[:, keep_in]
+    new = nn.Conv2d(
+        len(keep_in), len(keep_out), conv.kernel_size, conv.stride, conv.padding, conv.dilation,  # type: ignore[arg-type]
+        groups=len(keep_in) if depthwise else 1, bias=conv.bias is not None, padding_mode=conv.padding_mode,
+    )  # fmt: skip
+    new.weight.data.copy_(w)
+    if conv.bias is not None and new.bias is not None:
+        new.bias.data.copy_(conv.bias.detach()[keep_out])
+    return new
+
+
+def _slice_bn(bn: nn.BatchNorm2d | nn.BatchNorm1d, keep: torch.Tensor) -> nn.Module:
+    new = type(bn)(len(keep), bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+    state = {k: v[keep] if v.dim() == 1 else v for k, v in bn.state_dict().items()}
+    new.load_state_dict(state)
+    return new
+
+
+def _slice_linear(lin: nn.Linear, keep_in: torch.Tensor, keep_out: torch.Tensor) -> nn.Linear:
+    new = nn.Linear(len(keep_in), len(keep_out), bias=lin.bias is not None)
+    new.weight.data.copy_(lin.weight.detach()[keep_out][:, keep_in])
+    if lin.bias is not None:
+        new.bias.data.copy_(lin.bias.detach()[keep_out])
+    return new
+
+
+def _with_columns(mod: nn.Module) -> nn.Module:
+    """Gather away all-zero GEMM columns of a dense conv / linear (none zero: the module itself)."""
+    if isinstance(mod, nn.Conv2d) and mod.groups == 1 and mod.padding_mode == "zeros":
+        keep = mod.weight.detach().reshape(mod.out_channels, -1).ne(0).any(dim=0)
+        if isinstance(mod.padding, tuple) and 0 < int(keep.sum()) < keep.numel():
+            return CompactConv2d(mod, keep)
+    if isinstance(mod, nn.Linear):
+        keep = mod.weight.detach().ne(0).any(dim=0)
+        if 0 < int(keep.sum()) < keep.numel():
+            return GatherLinear(mod, keep)
+    return mod
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def _bn_layers(graph: Graph) -> dict[str, list[int]]:
+    """BN module -> group id per channel, from the groups' 'bn' positions."""
+    out: dict[str, dict[int, int]] = {}
+    for gid, g in enumerate(graph.groups):
+        for p in g.of("bn"):
+            out.setdefault(p.module, {})[p.index] = gid
+    return {name: [m[i] for i in range(len(m))] for name, m in out.items()}
+
+
+def compact(model: nn.Module, example_inputs: torch.Tensor) -> nn.Module:
+    """A physically smaller deep copy of ``model`` (eval-mode outputs equal the masked model's)."""
+    model = copy.deepcopy(model)
+    graph = trace(model, example_inputs)
+    gone = removable_groups(graph)
+    for name in graph.layers:
+        mod = graph.module(name)
+        keep_in = _kept(graph.layer_in.get(name, []), gone) if name in graph.layer_in else None
+        keep_out = _kept(graph.layer_out.get(name, []), gone) if name in graph.layer_out else None
+        if keep_in is None or keep_out is None:
+            continue  # a frozen (untracked / grouped) layer keeps its shape
+        if isinstance(mod, nn.Conv2d):
+            depthwise = mod.groups > 1
+            new: nn.Module = _slice_conv(mod, keep_in, keep_out, depthwise)
+        else:
+            assert isinstance(mod, nn.Linear)
+            new = _slice_linear(mod, keep_in, keep_out)
+        _replace(model, name, _with_columns(new))
+    for name, ids in _bn_layers(graph).items():
+        bn = model.get_submodule(name)
+        assert isinstance(bn, nn.BatchNorm2d | nn.BatchNorm1d)
+        _replace(model, name, _slice_bn(bn, _kept(ids, gone)))
+    return model

@@ -1,0 +1,238 @@
+"""Structured pruning schemes: importance, the "keep the k best" projection, and masks.
+
+Schemes (ALGORITHM.md "Vocabulary"), per layer:
+
+* ``filter``  — output channels, ranked by the L2 norm of every filter row in their dependency group;
+* ``channel`` — input channels, ranked by the L2 norm of the layer's input columns ``W[:, c]``; removing one
+  removes the producers' filters too (the same dependency group);
+* ``column``  — one ``(c, kh, kw)`` position of a conv across all its filters (a linear's input feature),
+  ranked by the column's L2 norm;
+* ``filter+column`` — filters first, then columns of what is left, each at ``1 - sqrt(1 - rate)`` so that
+  the kept fraction of the GEMM matrix is ``1 - rate``.
+
+Kept counts are exact: a layer with n structures keeps ``max(1, round((1 - rate) * n))`` (Python's round:
+halves go to the even neighbour). Filters and channels of layers coupled by a residual add or a mul form one
+dependency group; the first layer of a group in graph order sets the rate, later ones are reported as coupled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ac_toolchain.errors import ConfigError, ModelError
+from ac_toolchain.graph import Graph, Position, trace, weight_of
+
+Masks = dict[str, torch.Tensor]
+SCHEMES = ("filter", "channel", "column", "filter+column")
+
+
+def kept_count(total: int, rate: float) -> int:
+    """Structures kept at ``rate``: Python round of (1 - rate) * total, at least one."""
+    return max(1, round((1.0 - rate) * total))
+
+
+def keep_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean [n] mask of the k largest scores (the Euclidean projection onto "at most k non-zero")."""
+    keep = torch.zeros(len(scores), dtype=torch.bool)
+    keep[torch.topk(scores, min(k, len(scores)), sorted=False).indices] = True
+    return keep
+
+
+def gemm_view(weight: torch.Tensor) -> torch.Tensor:
+    """[F, C, KH, KW] (or [F, C]) -> [F, C*KH*KW]: the im2col GEMM matrix, columns in (c, kh, kw) order."""
+    return weight.reshape(weight.shape[0], -1)
+
+
+@dataclass
+class LayerPlan:
+    """What one layer loses: dependency groups (filters / channels) and its own columns."""
+
+    name: str
+    scheme: str
+    rate: float
+    groups_total: int = 0
+    groups_kept: int = 0
+    columns_total: int = 0
+    columns_kept: int = 0
+    coupled_to: str | None = None
+
+
+@dataclass
+class Plan:
+    graph: Graph
+    layers: list[LayerPlan] = field(default_factory=list)
+    pruned_groups: set[int] = field(default_factory=set)
+    columns: dict[str, torch.Tensor] = field(default_factory=dict)  # layer -> bool [K] kept columns
+    decided: set[int] = field(default_factory=set)  # groups whose fate a layer already set
+    owner: dict[int, str] = field(default_factory=dict)  # group -> the layer that set it
+
+
+def _slice_norm2(weight: torch.Tensor, p: Position) -> float:
+    """Squared L2 norm of the weight slice at a position (a filter row or an input column)."""
+    w = weight.detach()
+    part = w[:, p.index] if p.kind == "in" else w[p.index]
+    return float(part.double().square().sum())
+
+
+def group_score(graph: Graph, gid: int, kinds: tuple[str, ...], only: str | None = None) -> float:
+    total = 0.0
+    for p in graph.groups[gid].positions:
+        if p.kind in kinds and (only is None or p.module == only):
+            total += _slice_norm2(weight_of(graph.module(p.module)), p)
+    return math.sqrt(total)
+
+
+def _plan_groups(plan: Plan, entry: LayerPlan, candidates: list[int], score: Callable[[int], float]) -> None:
+    undecided = [g for g in candidates if g not in plan.decided]
+    if candidates and not undecided:
+        owner = plan.owner[candidates[0]]
+        entry.coupled_to = owner
+    scores = torch.tensor([score(g) for g in undecided], dtype=torch.float64)
+    keep = keep_topk(scores, kept_count(len(undecided), entry.rate)) if undecided else scores.bool()
+    for g, k in zip(undecided, keep.tolist(), strict=True):
+        plan.decided.add(g)
+        plan.owner[g] = entry.name
+        if not k:
+            plan.pruned_groups.add(g)
+    entry.groups_total = len(set(candidates))
+    entry.groups_kept = len([g for g in set(candidates) if g not in plan.pruned_groups])
+
+
+def _plan_columns(plan: Plan, entry: LayerPlan, rate: float) -> None:
+    mod = plan.graph.module(entry.name)
+    w = gemm_view(weight_of(mod).detach())
+    if isinstance(mod, nn.Conv2d) and mod.groups > 1:
+        return  # grouped / depthwise convs have no shared columns; left alone (reported as 0 columns)
+    alive_rows = torch.ones(w.shape[0], dtype=torch.bool)
+    for f, gid in enumerate(plan.graph.layer_out.get(entry.name, [])):
+        alive_rows[f] = gid not in plan.pruned_groups
+    norms = w[alive_rows].double().square().sum(dim=0).sqrt()  # [K]
+    entry.columns_total = w.shape[1]
+    keep = keep_topk(norms, kept_count(w.shape[1], rate))
+    entry.columns_kept = int(keep.sum())
+    plan.columns[entry.name] = keep
+
+
+def _filter(plan: Plan, e: LayerPlan, rate: float) -> None:
+    g = plan.graph
+    _plan_groups(plan, e, g.filter_groups(e.name), lambda gid: group_score(g, gid, ("out", "dw")))
+
+
+def _channel(plan: Plan, e: LayerPlan, rate: float) -> None:
+    g = plan.graph
+    _plan_groups(plan, e, g.channel_groups(e.name), lambda gid: group_score(g, gid, ("in",), only=e.name))
+
+
+def _column(plan: Plan, e: LayerPlan, rate: float) -> None:
+    _plan_columns(plan, e, rate)
+
+
+def _filter_column(plan: Plan, e: LayerPlan, rate: float) -> None:
+    split = 1.0 - math.sqrt(1.0 - rate)
+    e.rate = split
+    _filter(plan, e, split)
+    _plan_columns(plan, e, split)
+    e.rate = rate
+
+
+SCHEME_RULES: dict[str, Callable[[Plan, LayerPlan, float], None]] = {
+    "filter": _filter, "channel": _channel, "column": _column, "filter+column": _filter_column,
+}  # fmt: skip
+
+
+def _per_layer(value: object, layers: list[str], what: str, check: Callable[[str, object], None]) -> dict:
+    if not isinstance(value, dict):
+        return {name: value for name in layers}
+    unknown = [k for k in value if k not in layers]
+    if unknown:
+        raise ModelError(f"{what} names unknown layer(s) {unknown}; prunable layers: {', '.join(layers)}")
+    for k, v in value.items():
+        check(k, v)
+    return dict(value)
+
+
+def _check_rate(name: str, rate: object) -> None:
+    if not isinstance(rate, int | float) or not 0.0 <= float(rate) < 1.0:
+        raise ConfigError(f"rate {rate!r} for {name} is out of range: rates are in [0, 1)")
+
+
+def _check_scheme(name: str, scheme: object) -> None:
+    if scheme not in SCHEMES:
+        raise ConfigError(f"scheme {scheme!r} for {name} is not one of: {', '.join(SCHEMES)}")
+
+
+def prunable_layers(graph: Graph) -> list[str]:
+    """Layers whose weights some scheme can shrink (the classifier only by its input columns)."""
+    return graph.layers
+
+
+def plan_pruning(
+    model: nn.Module, example_inputs: torch.Tensor, rates: float | dict[str, float], scheme: str | dict[str, str]
+) -> Plan:
+    """Decide, without touching the model, which groups and columns go."""
+    graph = trace(model, example_inputs)
+    layers = prunable_layers(graph)
+    if not isinstance(rates, dict):
+        _check_rate("every layer", rates)
+    if not isinstance(scheme, dict):
+        _check_scheme("every layer", scheme)
+    rate_of = _per_layer(rates, layers, "rates", _check_rate)
+    scheme_of = _per_layer(scheme, layers, "scheme", _check_scheme)
+    plan = Plan(graph)
+    for name in layers:
+        if name not in rate_of or name not in scheme_of:
+            continue
+        entry = LayerPlan(name, scheme_of[name], float(rate_of[name]))
+        SCHEME_RULES[entry.scheme](plan, entry, entry.rate)
+        plan.layers.append(entry)
+    return plan
+
+
+def _zero_position(params: dict[str, nn.Parameter], p: Position, masks: Masks) -> None:
+    for pname in (f"{p.module}.weight", f"{p.module}.bias"):
+        if pname not in params or (p.kind == "in" and pname.endswith("bias")):
+            continue
+        mask = masks.setdefault(pname, torch.ones_like(params[pname], dtype=torch.float32))
+        if p.kind == "in":
+            mask[:, p.index] = 0
+        else:
+            mask[p.index] = 0
+
+
+def masks_of(plan: Plan) -> Masks:
+    """0/1 masks (per parameter) that zero every position of every pruned group and every pruned column."""
+    params = dict(plan.graph.model.named_parameters())
+    masks: Masks = {}
+    for gid in sorted(plan.pruned_groups):
+        for p in plan.graph.groups[gid].positions:
+            _zero_position(params, p, masks)
+    for name, keep in plan.columns.items():
+        pname = f"{name}.weight"
+        mask = masks.setdefault(pname, torch.ones_like(params[pname], dtype=torch.float32))
+        gemm_view(mask)[:, ~keep] = 0
+    return masks
+
+
+def apply_masks(model: nn.Module, masks: Masks) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            params[name].mul_(mask.to(params[name].device, params[name].dtype))
+
+
+def prune(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    rates: float | dict[str, float],
+    scheme: str | dict[str, str] = "filter+column",
+) -> Masks:
+    """One-shot structured pruning in place: zeroes the chosen structures and returns the masks."""
+    plan = plan_pruning(model, example_inputs, rates, scheme)
+    masks = masks_of(plan)
+    apply_masks(model, masks)
+    return masks

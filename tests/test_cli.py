@@ -1,0 +1,111 @@
+"""The CLI: help with examples, the smoke chain end to end, resume, and one clear error per bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from ac_toolchain.cli import main
+
+COMMANDS = ["compress", "train", "eval", "count", "targets"]
+
+
+def _ac(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS]])
+def test_every_help_shows_an_example(command: list[str]) -> None:
+    result = _ac(*command, "--help")
+    assert result.exit_code == 0
+    assert "Example" in result.output and "ac " in result.output.split("Example")[1]
+
+
+def test_config_flags_are_listed_with_their_recipe_key() -> None:
+    out = _ac("compress", "--help").output
+    assert "--train-epochs" in out and "[train.epochs;" in out and "--prune-rate" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["compress", "alexnet"], "unknown model 'alexnet'"),
+        (["compress", "lenet5", "--prune-rate", "1.5"], "prune.rate = 1.5 is out of range"),
+        (["compress", "lenet5", "--target", "riscv"], "unknown target 'riscv'"),
+        (["compress", "lenet5", "--preset", "huge"], "unknown preset 'huge'"),
+        (["compress", "lenet5", "--data", "cifar10"], "cifar10:PATH"),
+        (["compress", "lenet5", "--data", "mnist:/nonexistent/folder"], "/nonexistent/folder"),
+        (["compress", "lenet5", "--dense", "/nonexistent/dense.pt"], "/nonexistent/dense.pt"),
+        (["compress"], "give a MODEL"),
+        (["eval", "/nonexistent/x.pt"], "no config.toml beside it"),
+    ],
+)
+def test_bad_input_is_one_clear_error(args: list[str], needle: str, tmp_path: Path) -> None:
+    result = _ac(*args, "--runs-dir", str(tmp_path)) if args[0] == "compress" and len(args) > 1 else _ac(*args)
+    assert result.exit_code == 2, result.output
+    assert "error:" in result.output and needle in result.output
+    assert "Traceback" not in result.output
+
+
+def test_count_prints_the_reference_param_count() -> None:
+    result = _ac("count", "resnet18", "--input-shape", "1,3,32,32")
+    assert result.exit_code == 0 and "11,173,962" in result.output
+
+
+def _only_run(runs_dir: Path) -> Path:
+    (run,) = list(runs_dir.iterdir())
+    return run
+
+
+def test_smoke_chain_writes_a_complete_report(tmp_path: Path) -> None:
+    result = _ac("compress", "lenet5", "--preset", "smoke", "--target", "arm64", "--runs-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    run = _only_run(tmp_path)
+    report = json.loads((run / "report.json").read_text())
+    assert {
+        "model",
+        "dataset",
+        "target",
+        "dense",
+        "compressed",
+        "ratios",
+        "layers",
+        "artifacts",
+        "timings",
+    } <= set(report)
+    assert report["model"] == "lenet5" and report["dataset"] == "mnist-mini" and report["target"] == "arm64"
+    for key in ("dense", "compressed"):
+        assert set(report[key]) == {"accuracy", "params", "flops"}
+    assert report["dense"]["params"] == 61_706
+    assert report["dense"]["accuracy"] > 0.5  # two epochs of LeNet-5 on MNIST: far above chance (0.1)
+    assert report["compressed"]["params"] < report["dense"]["params"] / 1.5
+    assert report["ratios"]["params"] == round(report["dense"]["params"] / report["compressed"]["params"], 3)
+    assert [(x["name"], x["kept"], x["total"]) for x in report["layers"]] == [
+        ("conv1", 3, 6),
+        ("conv2", 8, 16),
+    ]
+    assert report["onnx_max_abs_diff"] <= 1e-4
+    assert "not compiled" in report["compile"]["status"]
+    assert all(Path(p).exists() for p in report["artifacts"].values())
+    assert "| dense |" in (run / "report.md").read_text()
+
+    # the checkpoint is evaluated again from the run directory, to the same accuracy
+    again = _ac("eval", str(run / "compressed.pt"))
+    assert again.exit_code == 0
+    assert f'"accuracy": {report["compressed"]["accuracy"]}' in again.output
+
+
+def test_resume_finishes_an_interrupted_run(tmp_path: Path) -> None:
+    args = ["compress", "lenet5", "--preset", "smoke", "--runs-dir", str(tmp_path)]
+    assert _ac(*args).exit_code == 0
+    run = _only_run(tmp_path)
+    first = json.loads((run / "report.json").read_text())
+    for name in ("compressed.pt", "report.json", "model.onnx"):  # as if killed during fine-tuning
+        (run / name).unlink()
+    result = _ac("compress", "--resume", str(run))
+    assert result.exit_code == 0, result.output
+    assert "dense model loaded" in result.output and "resuming finetune after epoch 1" in result.output
+    second = json.loads((run / "report.json").read_text())
+    assert second["compressed"] == first["compressed"]
+    assert _ac("compress", "--resume", str(run), "--train-epochs", "9").exit_code == 2
