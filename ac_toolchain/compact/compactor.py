@@ -30,6 +30,18 @@ def removable_groups(graph: Graph) -> set[int]:
     return gone
 
 
+def _no_empty_layers(graph: Graph, gone: set[int]) -> set[int]:
+    """Keep one group of any layer that would lose all its inputs or outputs: no zero-width convs.
+
+    Such a group is unread (that is why it was removable), so keeping it changes no output.
+    """
+    for side in (graph.layer_out, graph.layer_in):
+        for ids in side.values():
+            if ids and all(g in gone for g in ids):
+                gone = gone - {ids[0]}
+    return gone
+
+
 def _kept(ids: list[int], gone: set[int]) -> torch.Tensor:
     return torch.tensor([i for i, g in enumerate(ids) if g not in gone], dtype=torch.long)
 
@@ -76,7 +88,9 @@ def _with_columns(mod: nn.Module) -> nn.Module:
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Swap a submodule, keeping its train / eval mode (new BN modules start in training mode)."""
     parent, _, child = name.rpartition(".")
+    new.train(model.get_submodule(name).training)
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
@@ -93,7 +107,7 @@ def compact(model: nn.Module, example_inputs: torch.Tensor) -> nn.Module:
     """A physically smaller deep copy of ``model`` (eval-mode outputs equal the masked model's)."""
     model = copy.deepcopy(model)
     graph = trace(model, example_inputs)
-    gone = removable_groups(graph)
+    gone = _no_empty_layers(graph, removable_groups(graph))
     for name in graph.layers:
         mod = graph.module(name)
         keep_in = _kept(graph.layer_in.get(name, []), gone) if name in graph.layer_in else None

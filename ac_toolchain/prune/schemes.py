@@ -11,7 +11,9 @@ Schemes (ALGORITHM.md "Vocabulary"), per layer:
   the kept fraction of the GEMM matrix is ``1 - rate``.
 
 Kept counts are exact: a layer with n structures keeps ``max(1, round((1 - rate) * n))`` (Python's round:
-halves go to the even neighbour). Filters and channels of layers coupled by a residual add or a mul form one
+halves go to the even neighbour). One exception: channel pruning never removes every filter of a producer
+(say, one branch of a concat); it keeps that producer's best channel, which can keep more than asked when a
+layer reads more producers than it may keep channels. Filters and channels of layers coupled by a residual add or a mul form one
 dependency group; the first layer of a group in graph order sets the rate, later ones are reported as coupled.
 """
 
@@ -87,17 +89,32 @@ def group_score(graph: Graph, gid: int, kinds: tuple[str, ...], only: str | None
     return math.sqrt(total)
 
 
+def _protected(plan: Plan, undecided: list[int], scores: dict[int, float]) -> set[int]:
+    """One group per producer layer that would otherwise lose every filter (a zero-width layer)."""
+    graph, keep = plan.graph, set()
+    producers = {p.module for g in undecided for p in graph.groups[g].positions if p.kind in ("out", "dw")}
+    for layer in sorted(producers):
+        alive = [g for g in dict.fromkeys(graph.layer_out.get(layer, [])) if g not in plan.pruned_groups]
+        if alive and all(g in scores for g in alive) and not keep & set(alive):
+            keep.add(max(alive, key=lambda g: scores[g]))
+    return keep
+
+
 def _plan_groups(plan: Plan, entry: LayerPlan, candidates: list[int], score: Callable[[int], float]) -> None:
+    """Keep the best ``kept_count`` undecided groups; groups decided by an earlier layer stay as they are."""
     undecided = [g for g in candidates if g not in plan.decided]
     if candidates and not undecided:
-        owner = plan.owner[candidates[0]]
-        entry.coupled_to = owner
-    scores = torch.tensor([score(g) for g in undecided], dtype=torch.float64)
-    keep = keep_topk(scores, kept_count(len(undecided), entry.rate)) if undecided else scores.bool()
-    for g, k in zip(undecided, keep.tolist(), strict=True):
+        entry.coupled_to = plan.owner[candidates[0]]
+    scores = {g: score(g) for g in undecided}
+    keep = _protected(plan, undecided, scores)
+    for g in sorted(undecided, key=lambda g: -scores[g]):
+        if len(keep) >= kept_count(len(undecided), entry.rate):
+            break
+        keep.add(g)
+    for g in undecided:
         plan.decided.add(g)
         plan.owner[g] = entry.name
-        if not k:
+        if g not in keep:
             plan.pruned_groups.add(g)
     entry.groups_total = len(set(candidates))
     entry.groups_kept = len([g for g in set(candidates) if g not in plan.pruned_groups])
