@@ -13,8 +13,10 @@ Schemes (ALGORITHM.md "Vocabulary"), per layer:
 Kept counts are exact: a layer with n structures keeps ``max(1, round((1 - rate) * n))`` (Python's round:
 halves go to the even neighbour). One exception: channel pruning never removes every filter of a producer
 (say, one branch of a concat); it keeps that producer's best channel, which can keep more than asked when a
-layer reads more producers than it may keep channels. Filters and channels of layers coupled by a residual add or a mul form one
-dependency group; the first layer of a group in graph order sets the rate, later ones are reported as coupled.
+layer reads more producers than it may keep channels.
+
+Filters and channels of layers coupled by a residual add or a mul form one dependency group; the first
+layer of a group in graph order sets the rate, later ones are reported as coupled.
 """
 
 from __future__ import annotations

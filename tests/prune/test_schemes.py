@@ -103,5 +103,5 @@ def test_untraceable_model_is_a_clear_error() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.conv(x) if x.sum() > 0 else x
 
-    with pytest.raises(ModelError, match="torch.fx cannot trace Branchy"):
+    with pytest.raises(ModelError, match=r"torch\.fx cannot trace Branchy"):
         prune(Branchy(), X, 0.5, "filter")
