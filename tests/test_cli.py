@@ -81,7 +81,7 @@ def test_smoke_chain_writes_a_complete_report(tmp_path: Path) -> None:
     assert report["dense"]["accuracy"] > 0.5  # two epochs of LeNet-5 on MNIST: far above chance (0.1)
     assert report["compressed"]["params"] < report["dense"]["params"] / 1.5
     assert report["ratios"]["params"] == round(report["dense"]["params"] / report["compressed"]["params"], 3)
-    assert [(x["name"], x["kept"], x["total"]) for x in report["layers"]] == [
+    assert [(x["name"], x["groups_kept"], x["groups_total"]) for x in report["layers"]] == [
         ("conv1", 3, 6),
         ("conv2", 8, 16),
     ]
