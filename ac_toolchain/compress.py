@@ -79,8 +79,9 @@ def open_run(cfg: CompressConfig, run_dir: Path | None = None) -> Run:
         run_dir = new_run_dir(cfg.run.runs_dir, cfg.model.arch, cfg.run.target)
         cfgmod.save(cfg, run_dir / "config.toml")
     console.print(f"run directory: [bold]{run_dir}[/]")
+    _, c, h, w = cfg.model.input_shape
     splits = load_dataset(
-        cfg.data.dataset, tuple(cfg.model.input_shape[1:]), seed=cfg.run.seed,
+        cfg.data.dataset, (c, h, w), seed=cfg.run.seed,
         val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
     )  # fmt: skip
     if cfg.model.num_classes and cfg.model.num_classes != splits.num_classes:

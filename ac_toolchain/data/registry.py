@@ -70,7 +70,7 @@ def _check_fractions(val: float, test: float) -> None:
 def _split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[torch.Tensor]:
     """A seeded permutation of range(n) cut into len(fractions) + 1 parts (the first gets the rest)."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    sizes = [int(round(f * n)) for f in fractions]
+    sizes = [round(f * n) for f in fractions]
     parts, start = [], n - sum(sizes)
     parts.append(perm[:start])
     for size in sizes:

@@ -55,7 +55,7 @@ class BatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     labels: torch.Tensor
     shape: Shape
-    normalise: Callable[[torch.Tensor], torch.Tensor] = staticmethod(lambda x: x)  # type: ignore[assignment]
+    normalise: Callable[[torch.Tensor], torch.Tensor] = staticmethod(lambda x: x)
 
     def raw(self, indices: list[int]) -> torch.Tensor:
         raise NotImplementedError

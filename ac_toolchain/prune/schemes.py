@@ -93,7 +93,7 @@ def group_score(graph: Graph, gid: int, kinds: tuple[str, ...], only: str | None
 
 def _protected(plan: Plan, undecided: list[int], scores: dict[int, float]) -> set[int]:
     """One group per producer layer that would otherwise lose every filter (a zero-width layer)."""
-    graph, keep = plan.graph, set()
+    graph, keep = plan.graph, set[int]()
     producers = {p.module for g in undecided for p in graph.groups[g].positions if p.kind in ("out", "dw")}
     for layer in sorted(producers):
         alive = [g for g in dict.fromkeys(graph.layer_out.get(layer, [])) if g not in plan.pruned_groups]

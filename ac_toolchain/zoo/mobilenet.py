@@ -22,7 +22,7 @@ def conv_bn_relu6(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int 
 class InvertedResidual(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
         super().__init__()
-        hidden = int(round(cin * expand))
+        hidden = round(cin * expand)
         self.use_res = stride == 1 and cin == cout
         layers: list[nn.Module] = [conv_bn_relu6(cin, hidden, k=1)] if expand != 1 else []
         layers += [
@@ -41,7 +41,7 @@ class MobileNetV2(nn.Module):
         super().__init__()
         cifar = stem == "cifar"
         cin = scaled(32, width_mult, 8)
-        last = scaled(1280 * max(1.0, width_mult), 1.0, 8)
+        last = scaled(1280, max(1.0, width_mult), 8)
         layers: list[nn.Module] = [conv_bn_relu6(in_channels, cin, stride=1 if cifar else 2)]
         for i, (t, c, n, s) in enumerate(SETTINGS):
             cout = scaled(c, width_mult, 8)

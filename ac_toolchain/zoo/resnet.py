@@ -4,6 +4,8 @@ ImageNet stem (7x7 conv stride 2 + 3x3 max-pool). Reference counts: CIFAR ResNet
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -88,7 +90,7 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def _resnet(block: type[BasicBlock | Bottleneck], depths: list[int]):  # type: ignore[no-untyped-def]
+def _resnet(block: type[BasicBlock | Bottleneck], depths: list[int]) -> Callable[..., nn.Module]:
     def build(
         num_classes: int, in_channels: int, input_size: tuple[int, int], stem: str = "auto", width_mult: float = 1.0
     ) -> nn.Module:

@@ -99,5 +99,5 @@ def test_user_file_without_builder(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="has no callable 'Build'"):
         build_model(f"{src}:Build", num_classes=2, in_channels=1, input_size=(8, 8))
     src.write_text("def Build():\n    return 3\n")
-    with pytest.raises(ModelError, match="returned int, not a torch.nn.Module"):
+    with pytest.raises(ModelError, match=r"returned int, not a torch\.nn\.Module"):
         build_model(f"{src}:Build", num_classes=2, in_channels=1, input_size=(8, 8))
