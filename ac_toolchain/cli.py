@@ -153,6 +153,30 @@ def eval_cmd(checkpoint: Path, data: str | None) -> None:
                                    "accuracy": round(acc, 6), **counts}))  # fmt: skip
 
 
+def _model_and_config(model_or_checkpoint: str, kwargs: dict[str, Any]) -> tuple[Any, cfgmod.CompressConfig]:
+    """A zoo / recipe / file model (fresh weights), or a .pt checkpoint inside a run directory."""
+    from ac_toolchain.compress import build
+    from ac_toolchain.runs import load_state_dict
+
+    path = Path(model_or_checkpoint)
+    is_ckpt = path.suffix == ".pt"
+    overrides = overrides_from(kwargs)
+    cfg = _config_beside(path) if is_ckpt else cfgmod.resolve(model_or_checkpoint, None, overrides)[0]
+    model = build(cfg, cfg.model.num_classes or 10)
+    if is_ckpt:
+        load_state_dict(model, path)
+    return model.eval(), cfg
+
+
+def _print_counts(title: str, rows: dict[str, dict[str, int]]) -> None:
+    table = Table(title=title)
+    for col in ("", "params", "FLOPs (MACs)"):
+        table.add_column(col, justify="right")
+    for name, c in rows.items():
+        table.add_row(name, f"{c['params']:,}", f"{c['flops']:,}")
+    console.print(table)
+
+
 @main.command(name="count", epilog="Examples:\n\n  ac count resnet18\n\n  ac count resnet50 --input-shape 1,3,224,224 "
               "--model-num-classes 1000\n\n  ac count runs/lenet5-x86-20261124-101500/compressed.pt")  # fmt: skip
 @click.argument("model_or_checkpoint")
@@ -160,24 +184,89 @@ def eval_cmd(checkpoint: Path, data: str | None) -> None:
 @handle_errors
 def count_cmd(model_or_checkpoint: str, **kwargs: Any) -> None:
     """Params and FLOPs (MACs) of a zoo model, or of a checkpoint's non-zero structure."""
-    from ac_toolchain.compress import build
-    from ac_toolchain.count import count
-    from ac_toolchain.runs import load_state_dict
-
-    path = Path(model_or_checkpoint)
-    is_ckpt = path.suffix == ".pt"
-    cfg = _config_beside(path) if is_ckpt else cfgmod.resolve(model_or_checkpoint, None, overrides_from(kwargs))[0]
-    model = build(cfg, cfg.model.num_classes or 10)
-    if is_ckpt:
-        load_state_dict(model, path)
     import torch
 
-    counts = count(model, torch.randn(*cfg.model.input_shape))
-    table = Table(title=f"{cfg.model.arch} {'x'.join(map(str, cfg.model.input_shape))}")
-    table.add_column("params", justify="right")
-    table.add_column("FLOPs (MACs)", justify="right")
-    table.add_row(f"{counts['params']:,}", f"{counts['flops']:,}")
+    from ac_toolchain.count import count
+
+    model, cfg = _model_and_config(model_or_checkpoint, kwargs)
+    shape = "x".join(map(str, cfg.model.input_shape))
+    _print_counts(f"{cfg.model.arch} {shape}", {"model": count(model, torch.randn(*cfg.model.input_shape))})
+
+
+@main.command(epilog="Examples:\n\n  ac prune resnet18 --rate 0.8 --scheme filter+column --out pruned.pt"
+              "\n\n  ac prune runs/resnet18-x86-20261124-101500/dense.pt --rate 0.5")  # fmt: skip
+@click.argument("model_or_checkpoint")
+@click.option("--rate", type=float, required=True, help="fraction of structures removed per layer, in [0, 1)")
+@click.option("--scheme", default="filter+column", show_default=True, help="filter, channel, column or filter+column")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="where to save the pruned state dict")
+@config_options
+@handle_errors
+def prune(model_or_checkpoint: str, rate: float, scheme: str, out: Path | None, **kwargs: Any) -> None:
+    """One-shot structured pruning (L2 norm) of every conv and linear layer; saves the masked state dict."""
+    import torch
+
+    from ac_toolchain.count import count
+    from ac_toolchain.prune import plan_pruning
+    from ac_toolchain.prune.schemes import apply_masks, masks_of
+    from ac_toolchain.runs import atomic_save
+
+    model, cfg = _model_and_config(model_or_checkpoint, kwargs)
+    x = torch.randn(*cfg.model.input_shape)
+    before = count(model, x)
+    plan = plan_pruning(model, x, rate, scheme)
+    apply_masks(model, masks_of(plan))
+    table = Table(title=f"{scheme} at {rate}")
+    for col in ("layer", "filter groups kept", "columns kept", "coupled to"):
+        table.add_column(col)
+    for e in plan.layers:
+        groups = f"{e.groups_kept}/{e.groups_total}" if e.groups_total else "—"
+        table.add_row(e.name, groups, f"{e.columns_kept}/{e.columns_total}" if e.columns_total else "—", e.coupled_to)
     console.print(table)
+    _print_counts("structure", {"dense": before, "pruned": count(model, x)})
+    if out is not None:
+        atomic_save(model.state_dict(), out)
+        console.print(f"pruned state dict: {out}")
+
+
+@main.command(epilog="Example:  ac compact runs/resnet18-x86-20261124-101500/compressed.pt --out compact.pt2")
+@click.argument("checkpoint")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="save the compact model (torch.export)")
+@handle_errors
+def compact(checkpoint: str, out: Path | None) -> None:
+    """Physically remove the zeroed structures of CHECKPOINT; prints the compact model and checks equivalence."""
+    import torch
+
+    from ac_toolchain.compact import compact as make_compact
+    from ac_toolchain.count import count
+
+    model, cfg = _model_and_config(checkpoint, {})
+    x = torch.randn(*cfg.model.input_shape)
+    small = make_compact(model, x).eval()
+    with torch.no_grad():
+        diff = float((small(x) - model(x)).abs().max())
+    console.print(small)
+    _print_counts("structure", {"masked": count(model, x), "compact": count(small, x)})
+    console.print(f"max |compact - masked| on a random input: {diff:.2e}")
+    if out is not None:
+        torch.export.save(torch.export.export(small, (x,)), str(out))
+        console.print(f"compact model (torch.export program, load with torch.export.load): {out}")
+
+
+@main.command(epilog="Example:  ac export runs/resnet18-x86-20261124-101500/compressed.pt --out model.onnx")
+@click.argument("checkpoint")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("model.onnx"), show_default=True)
+@handle_errors
+def export(checkpoint: str, out: Path) -> None:
+    """Compact CHECKPOINT and export it to ONNX; checks onnx.checker and onnxruntime against torch."""
+    import torch
+
+    from ac_toolchain.compact import compact as make_compact
+    from ac_toolchain.export import check_with_onnxruntime, export_onnx
+
+    model, cfg = _model_and_config(checkpoint, {})
+    x = torch.randn(*cfg.model.input_shape)
+    path = export_onnx(make_compact(model, x).eval(), x, out)
+    console.print(f"{path}: onnxruntime vs torch max abs difference {check_with_onnxruntime(path, model, x):.2e}")
 
 
 @main.command(name="targets", epilog="Example:  ac targets")

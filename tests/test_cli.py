@@ -8,7 +8,7 @@ from click.testing import CliRunner, Result
 
 from ac_toolchain.cli import main
 
-COMMANDS = ["compress", "train", "eval", "count", "targets"]
+COMMANDS = ["compress", "train", "eval", "count", "prune", "compact", "export", "targets"]
 
 
 def _ac(*args: str) -> Result:
@@ -109,3 +109,21 @@ def test_resume_finishes_an_interrupted_run(tmp_path: Path) -> None:
     second = json.loads((run / "report.json").read_text())
     assert second["compressed"] == first["compressed"]
     assert _ac("compress", "--resume", str(run), "--train-epochs", "9").exit_code == 2
+
+
+def test_prune_compact_export_commands_on_a_run(tmp_path: Path) -> None:
+    assert _ac("train", "lenet5", "--preset", "smoke", "--runs-dir", str(tmp_path)).exit_code == 0
+    dense = _only_run(tmp_path) / "dense.pt"
+    pruned = dense.parent / "pruned.pt"
+    result = _ac("prune", str(dense), "--rate", "0.75", "--scheme", "filter+column", "--out", str(pruned))
+    assert result.exit_code == 0, result.output
+    assert "conv1" in result.output and "3/6" in result.output  # 1 - sqrt(0.25) = 0.5 of 6 filters go
+    small = _ac("compact", str(pruned), "--out", str(tmp_path / "compact.pt2"))
+    assert small.exit_code == 0, small.output
+    assert "CompactConv2d" in small.output and (tmp_path / "compact.pt2").is_file()
+    diff = float(small.output.rsplit("masked| on a random input: ", 1)[1].split()[0])
+    assert diff <= 1e-4
+    onnx_out = _ac("export", str(pruned), "--out", str(tmp_path / "m.onnx"))
+    assert onnx_out.exit_code == 0 and (tmp_path / "m.onnx").is_file()
+    assert float(onnx_out.output.rsplit("difference ", 1)[1].split()[0]) <= 1e-4
+    assert _ac("prune", str(dense), "--rate", "1.0").exit_code == 2

@@ -1,0 +1,128 @@
+"""Latency of masked vs compact vs ONNX Runtime, side by side in one process.
+
+    python benchmarks/structure_latency.py [--model resnet18] [--rate 0.8] [--scheme filter+column] [--runs 50]
+
+Builds the CIFAR-layout model (3x32x32, 10 classes, batch 1), prunes it one-shot, compacts it, exports both the
+masked and the compact model to ONNX, then times the four variants round-robin (one call of each per round, so
+machine noise hits all alike) and reports min / median / max in milliseconds. Writes
+benchmarks/results/structure_latency-<model>-<scheme>-<rate>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import onnxruntime as ort
+import torch
+
+import ac_toolchain as ac
+from ac_toolchain.compact import compact
+from ac_toolchain.count import count
+from ac_toolchain.export import export_onnx
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def ort_runner(path: Path, x: torch.Tensor, threads: int) -> Callable[[], object]:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feed = {"input": x.numpy()}
+    return lambda: session.run(None, feed)
+
+
+def torch_runner(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    def run() -> object:
+        with torch.inference_mode():
+            return model(x)
+
+    return run
+
+
+def time_round_robin(runners: dict[str, Callable[[], object]], runs: int, warmup: int) -> dict[str, list[float]]:
+    for fn in runners.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(runs):
+        for name, fn in runners.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - start) * 1e3)
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--rate", type=float, default=0.8)
+    parser.add_argument("--scheme", default="filter+column")
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 32, 32)
+    dense = ac.build_model(args.model, num_classes=10, in_channels=3, input_size=(32, 32)).eval()
+    masked = ac.build_model(args.model, num_classes=10, in_channels=3, input_size=(32, 32)).eval()
+    masked.load_state_dict(dense.state_dict())
+    ac.prune(masked, x, args.rate, args.scheme)
+    small = compact(masked, x).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        masked_onnx = export_onnx(masked, x, Path(tmp) / "masked.onnx")
+        compact_onnx = export_onnx(small, x, Path(tmp) / "compact.onnx")
+        runners = {
+            "torch dense": torch_runner(dense, x),
+            "torch masked": torch_runner(masked, x),
+            "torch compact": torch_runner(small, x),
+            "onnxruntime masked": ort_runner(masked_onnx, x, args.threads),
+            "onnxruntime compact": ort_runner(compact_onnx, x, args.threads),
+        }
+        samples = time_round_robin(runners, args.runs, warmup=5)
+    write(args, samples, count(dense, x), count(masked, x))
+
+
+def write(args: argparse.Namespace, samples: dict[str, list[float]], dense: dict, pruned: dict) -> None:
+    stats = {k: {"min": min(v), "median": statistics.median(v), "max": max(v)} for k, v in samples.items()}
+    base = stats["torch masked"]["median"]
+    speedup = {k: base / v["median"] for k, v in stats.items()}
+    result = {
+        "model": args.model, "input": [1, 3, 32, 32], "scheme": args.scheme, "rate": args.rate, "runs": args.runs,
+        "threads": args.threads, "dense": dense, "pruned": pruned,
+        "flops_reduction": dense["flops"] / pruned["flops"], "params_reduction": dense["params"] / pruned["params"],
+        "latency_ms": stats, "speedup_vs_torch_masked": speedup,
+        "machine": {"python": platform.python_version(), "torch": torch.__version__, "onnxruntime": ort.__version__,
+                    "cpu": platform.processor() or platform.machine()},
+        "samples_ms": samples,
+    }  # fmt: skip
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / f"structure_latency-{args.model}-{args.scheme.replace('+', '_')}-{args.rate}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        f"# {args.model}, {args.scheme} at {args.rate}: masked vs compact (batch 1, {args.threads} threads, "
+        f"{args.runs} round-robin runs)",
+        "",
+        f"Params {dense['params']:,} → {pruned['params']:,} ({result['params_reduction']:.2f}×); "
+        f"FLOPs (MACs) {dense['flops']:,} → {pruned['flops']:,} ({result['flops_reduction']:.2f}×).",
+        "",
+        "| variant | min ms | median ms | max ms | speed-up vs torch masked |",
+        "|---|---:|---:|---:|---:|",
+        *[
+            f"| {k} | {v['min']:.2f} | {v['median']:.2f} | {v['max']:.2f} | {speedup[k]:.2f}× |"
+            for k, v in stats.items()
+        ],
+        "",
+    ]
+    stem.with_suffix(".md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
