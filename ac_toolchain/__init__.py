@@ -17,7 +17,10 @@ _VERBS = {
     "count": "ac_toolchain.count",
     "build_model": "ac_toolchain.zoo",
     "load_dataset": "ac_toolchain.data",
-    "uniform_filter_prune": "ac_toolchain.prune",
+    "trace": "ac_toolchain.graph",
+    "prune": "ac_toolchain.prune",
+    "uniform_prune": "ac_toolchain.prune",
+    "compact": "ac_toolchain.compact",
     "export_onnx": "ac_toolchain.export",
     "resolve_config": "ac_toolchain.config",
 }

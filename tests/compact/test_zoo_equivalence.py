@@ -1,0 +1,40 @@
+"""Every zoo model, rates 0.5 and 0.9, every scheme: compact == masked and onnxruntime == torch (<= 1e-4),
+and the compact model's parameters are exactly what ``count`` reports for the masked one."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ac_toolchain.compact import compact
+from ac_toolchain.count import count
+from ac_toolchain.export import check_with_onnxruntime, export_onnx
+from ac_toolchain.prune import SCHEMES, prune
+from ac_toolchain.zoo import build_model, model_names
+from tests.nets import randomise_bn
+
+
+def _model(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    size = 28 if name == "lenet5" else 32
+    options = {} if name == "lenet5" else {"width_mult": 0.25}
+    model = build_model(name, num_classes=10, in_channels=3, input_size=(size, size), **options)
+    return randomise_bn(model, 0), torch.randn(1, 3, size, size)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("rate", [0.5, 0.9])
+@pytest.mark.parametrize("name", model_names())
+def test_zoo_model_compacts_exactly(name: str, rate: float, scheme: str, tmp_path: Path) -> None:
+    model, x = _model(name)
+    dense = count(model, x)
+    prune(model, x, rate, scheme)
+    small = compact(model, x).eval()
+    xs = torch.randn(3, *x.shape[1:])
+    with torch.no_grad():
+        assert float((small(xs) - model(xs)).abs().max()) <= 1e-4
+    counted = count(model, x)
+    assert sum(p.numel() for p in small.parameters()) == counted["params"]
+    assert counted["params"] < dense["params"] and counted["flops"] < dense["flops"]
+    path = export_onnx(small, x, tmp_path / "m.onnx")
+    assert check_with_onnxruntime(path, model, x) <= 1e-4
