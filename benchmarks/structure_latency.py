@@ -33,6 +33,7 @@ RESULTS = Path(__file__).parent / "results"
 def ort_runner(path: Path, x: torch.Tensor, threads: int) -> Callable[[], object]:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle ORT threads would steal torch's cores
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     feed = {"input": x.numpy()}
     return lambda: session.run(None, feed)
