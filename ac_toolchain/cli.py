@@ -222,6 +222,8 @@ def prune(model_or_checkpoint: str, rate: float, scheme: str, out: Path | None, 
         groups = f"{e.groups_kept}/{e.groups_total}" if e.groups_total else "—"
         table.add_row(e.name, groups, f"{e.columns_kept}/{e.columns_total}" if e.columns_total else "—", e.coupled_to)
     console.print(table)
+    for reason in plan.graph.frozen_reasons.values():
+        console.print(f"kept whole: {reason}")
     _print_counts("structure", {"dense": before, "pruned": count(model, x)})
     if out is not None:
         atomic_save(model.state_dict(), out)

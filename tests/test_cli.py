@@ -127,3 +127,38 @@ def test_prune_compact_export_commands_on_a_run(tmp_path: Path) -> None:
     assert onnx_out.exit_code == 0 and (tmp_path / "m.onnx").is_file()
     assert float(onnx_out.output.rsplit("difference ", 1)[1].split()[0]) <= 1e-4
     assert _ac("prune", str(dense), "--rate", "1.0").exit_code == 2
+
+
+def test_user_model_file_runs_the_chain(tmp_path: Path) -> None:
+    src = tmp_path / "my_net.py"
+    src.write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, num_classes, in_channels):\n"
+        "        super().__init__()\n"
+        "        self.body = nn.Sequential(\n"
+        "            nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),\n"
+        "            nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))\n"
+        "        self.fc = nn.Linear(8 * 7 * 7, num_classes)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(torch.flatten(self.body(x), 1))\n"
+    )
+    result = _ac(
+        "compress", f"{src}:Net", "--input-shape", "1,1,28,28", "--train-epochs", "1", "--train-max-batches", "20",
+        "--prune-finetune-epochs", "1", "--prune-scheme", "filter+column", "--prune-rate", "0.6",
+        "--runs-dir", str(tmp_path / "runs"),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((_only_run(tmp_path / "runs") / "report.json").read_text())
+    assert report["model"] == f"{src}:Net" and report["compressed"]["params"] < report["dense"]["params"]
+    assert report["compact_max_abs_diff"] <= 1e-4 and report["onnx_max_abs_diff"] <= 1e-4
+
+
+@pytest.mark.slow
+def test_default_resnet18_command_reaches_high_accuracy(tmp_path: Path) -> None:
+    """The README's main job (`ac compress resnet18 --target arm64`, cpu preset): minutes of training."""
+    result = _ac("compress", "resnet18", "--target", "arm64", "--runs-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    report = json.loads((_only_run(tmp_path) / "report.json").read_text())
+    assert report["dense"]["accuracy"] > 0.9 and report["compressed"]["accuracy"] > 0.9
+    assert report["ratios"]["params"] > 3.5
