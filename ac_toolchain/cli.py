@@ -206,15 +206,13 @@ def prune(model_or_checkpoint: str, rate: float, scheme: str, out: Path | None, 
     import torch
 
     from ac_toolchain.count import count
-    from ac_toolchain.prune import plan_pruning
-    from ac_toolchain.prune.schemes import apply_masks, masks_of
+    from ac_toolchain.prune.schemes import prune_with_plan
     from ac_toolchain.runs import atomic_save
 
     model, cfg = _model_and_config(model_or_checkpoint, kwargs)
     x = torch.randn(*cfg.model.input_shape)
     before = count(model, x)
-    plan = plan_pruning(model, x, rate, scheme)
-    apply_masks(model, masks_of(plan))
+    _, plan = prune_with_plan(model, x, rate, scheme)
     table = Table(title=f"{scheme} at {rate}")
     for col in ("layer", "filter groups kept", "columns kept", "coupled to"):
         table.add_column(col)

@@ -141,7 +141,7 @@ def prune_and_finetune(run: Run, model: nn.Module) -> nn.Module:
     run.results["layers"] = [vars(entry) for entry in log]
     settings = FitSettings(p.finetune_epochs, p.finetune_lr, t.batch_size, t.momentum, t.weight_decay,
                            t.max_batches)  # fmt: skip
-    _fit_stage(run, model, "finetune", settings, masks={k: v.to(run.device) for k, v in masks.items()})
+    _fit_stage(run, model, "finetune", settings, masks=masks)
     atomic_save(model.state_dict(), run.dir / "compressed.pt")
     return model
 

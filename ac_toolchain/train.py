@@ -19,8 +19,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ac_toolchain.errors import ConfigError
+from ac_toolchain.prune.schemes import Masks, apply_masks
 
-Masks = dict[str, torch.Tensor]
 EpochHook = Callable[[int, dict[str, Any]], None]
 
 
@@ -68,15 +68,6 @@ def _progress() -> Progress:
     )  # fmt: skip
 
 
-def apply_masks(model: nn.Module, masks: Masks | None) -> None:
-    if not masks:
-        return
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, mask in masks.items():
-            params[name].mul_(mask.to(params[name].device))
-
-
 def _batches(loader: DataLoader[Any], max_batches: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     for i, batch in enumerate(loader):
         if max_batches and i >= max_batches:
@@ -100,7 +91,8 @@ def train_one_epoch(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            apply_masks(model, masks)
+            if masks:
+                apply_masks(model, masks)
             total, seen = total + loss.item() * len(y), seen + len(y)
             bar.update(task, advance=1, info=f"loss {total / seen:.3f}")
     return total / max(seen, 1)
@@ -144,7 +136,8 @@ def fit(
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
         start = int(resume["epoch"])
-    apply_masks(model, masks)
+    if masks:
+        apply_masks(model, masks)
     losses = []
     for epoch in range(start + 1, s.epochs + 1):
         loader = make_loader(train_ds, s.batch_size, shuffle=True, seed=seed + epoch)

@@ -244,6 +244,16 @@ def apply_masks(model: nn.Module, masks: Masks) -> None:
             params[name].mul_(mask.to(params[name].device, params[name].dtype))
 
 
+def prune_with_plan(
+    model: nn.Module, example_inputs: torch.Tensor, rates: float | dict[str, float], scheme: str | dict[str, str]
+) -> tuple[Masks, Plan]:
+    """Plan, then zero the chosen structures in place; returns the masks and the plan (per-layer log)."""
+    plan = plan_pruning(model, example_inputs, rates, scheme)
+    masks = masks_of(plan)
+    apply_masks(model, masks)
+    return masks, plan
+
+
 def prune(
     model: nn.Module,
     example_inputs: torch.Tensor,
@@ -251,7 +261,4 @@ def prune(
     scheme: str | dict[str, str] = "filter+column",
 ) -> Masks:
     """One-shot structured pruning in place: zeroes the chosen structures and returns the masks."""
-    plan = plan_pruning(model, example_inputs, rates, scheme)
-    masks = masks_of(plan)
-    apply_masks(model, masks)
-    return masks
+    return prune_with_plan(model, example_inputs, rates, scheme)[0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ac_toolchain.prune.schemes import LayerPlan, Masks, apply_masks, masks_of, plan_pruning
+from ac_toolchain.prune.schemes import LayerPlan, Masks, prune_with_plan
 
 
 def conv_layers(model: nn.Module) -> list[str]:
@@ -21,7 +21,5 @@ def uniform_prune(
 ) -> tuple[Masks, list[LayerPlan]]:
     """Prune every conv at ``rate`` with ``scheme`` in place; returns the masks and the per-layer plan."""
     convs = conv_layers(model)
-    plan = plan_pruning(model, example, {name: rate for name in convs}, {name: scheme for name in convs})
-    masks = masks_of(plan)
-    apply_masks(model, masks)
+    masks, plan = prune_with_plan(model, example, dict.fromkeys(convs, rate), dict.fromkeys(convs, scheme))
     return masks, plan.layers
