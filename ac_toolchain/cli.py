@@ -269,6 +269,32 @@ def export(checkpoint: str, out: Path) -> None:
     console.print(f"{path}: onnxruntime vs torch max abs difference {check_with_onnxruntime(path, model, x):.2e}")
 
 
+@main.command(
+    name="compile",
+    epilog="Examples:\n\n  ac compile runs/resnet18-x86-20261124-101500 --target arm64"
+    "\n\n  ac compile model.onnx --target opencl",
+)
+@click.argument("run_or_onnx", type=click.Path(exists=True, path_type=Path))
+@click.option("--target", required=True, type=click.Choice(list(TARGETS)), help="compile target")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="output folder (default: beside the ONNX)"
+)
+@handle_errors
+def compile_cmd(run_or_onnx: Path, target: str, out: Path | None) -> None:
+    """Compile a run's model.onnx (or any ONNX file) with TVM into <run>/<target>/ with a manifest."""
+    from ac_toolchain.compile import get_target
+    from ac_toolchain.compile.tvm_build import compile_onnx
+
+    onnx_path = run_or_onnx / "model.onnx" if run_or_onnx.is_dir() else run_or_onnx
+    if not onnx_path.is_file():
+        raise CheckpointError(f"{run_or_onnx} has no model.onnx; run `ac compress` or `ac export` first")
+    out_dir = out or onnx_path.parent / target
+    manifest = compile_onnx(onnx_path, get_target(target), out_dir)
+    for name, info in manifest["files"].items():
+        console.print(f"{out_dir / name}  {info['bytes']:,} bytes  sha256 {info['sha256'][:16]}…")
+    console.print(f"manifest: {out_dir / 'manifest.json'} (built in {manifest['build_seconds']:.1f} s)")
+
+
 @main.command(name="targets", epilog="Example:  ac targets")
 def targets_cmd() -> None:
     """List compile targets."""

@@ -20,6 +20,7 @@ from torch import nn
 from ac_toolchain import config as cfgmod
 from ac_toolchain.compact import compact
 from ac_toolchain.compile import get_target
+from ac_toolchain.compile.tvm_build import check_toolchain, compile_onnx, load_host_module
 from ac_toolchain.config import CompressConfig
 from ac_toolchain.count import count
 from ac_toolchain.data import Splits, load_dataset
@@ -73,7 +74,7 @@ def build(cfg: CompressConfig, num_classes: int) -> nn.Module:
 
 def open_run(cfg: CompressConfig, run_dir: Path | None = None) -> Run:
     """Create (or reopen, for resume) the run directory and load the data."""
-    get_target(cfg.run.target)
+    check_toolchain(get_target(cfg.run.target))  # fail before training, not after
     seed_everything(cfg.run.seed)
     if run_dir is None:
         run_dir = new_run_dir(cfg.run.runs_dir, cfg.model.arch, cfg.run.target)
@@ -157,6 +158,28 @@ def export_stage(run: Run, model: nn.Module) -> None:
     model.to(run.device)
 
 
+def compile_stage(run: Run, model: nn.Module) -> None:
+    """TVM-compile model.onnx for the run's target into <run>/<target>/; x86 artifacts are run and checked."""
+    target = get_target(run.cfg.run.target)
+    out_dir = run.dir / target.name
+    manifest = compile_onnx(run.dir / "model.onnx", target, out_dir)
+    result: dict[str, Any] = {"dir": str(out_dir), "manifest": str(out_dir / "manifest.json"),
+                              "files": manifest["files"], "build_seconds": manifest["build_seconds"]}  # fmt: skip
+    if target.name == "x86":
+        got = load_host_module(out_dir)(run.example.numpy())
+        with torch.no_grad():
+            want = model.cpu().eval()(run.example).numpy()
+        model.to(run.device)
+        result["max_abs_diff"] = float(abs(got - want).max())
+        result["status"] = "compiled with TVM (untuned); outputs checked against torch on this machine"
+    else:
+        result["status"] = (
+            f"compiled with TVM for {target.name} (untuned); not executed here yet: the device runner "
+            "arrives with the android_bench issue"
+        )
+    run.results["compile"] = result
+
+
 def compress(
     model: str | CompressConfig,
     preset: str | None = None,
@@ -180,6 +203,8 @@ def compress(
         measure(run, net, "compressed")
     with run.stage("export onnx"):
         export_stage(run, net)
+    with run.stage(f"compile {cfg.run.target}"):
+        compile_stage(run, net)
     report = write_report(run.dir, run.cfg, run.splits.name, run.results, run.timings)
     console.print(f"[bold green]done[/]: {run.dir / 'report.md'}")
     return report

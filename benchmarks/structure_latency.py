@@ -104,8 +104,8 @@ def write(args: argparse.Namespace, samples: dict[str, list[float]], dense: dict
         "samples_ms": samples,
     }  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"structure_latency-{args.model}-{args.scheme.replace('+', '_')}-{args.rate}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    stem = f"structure_latency-{args.model}-{args.scheme.replace('+', '_')}-{args.rate}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         f"# {args.model}, {args.scheme} at {args.rate}: masked vs compact (batch 1, {args.threads} threads, "
         f"{args.runs} round-robin runs)",
@@ -121,7 +121,7 @@ def write(args: argparse.Namespace, samples: dict[str, list[float]], dense: dict
         ],
         "",
     ]
-    stem.with_suffix(".md").write_text("\n".join(lines))
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 

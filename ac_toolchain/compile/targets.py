@@ -33,7 +33,7 @@ TARGETS: dict[str, Target] = {
             "aarch64-linux-gnu-g++", "static", ("adb", "qemu-arm64"),
         ),
         Target("opencl", "mobile GPU via OpenCL (Mali / Adreno); compile-only here",
-               {"kind": "opencl", "device": "mali"}, None, "source", ()),
+               {"kind": "opencl", "device": "mali"}, "aarch64-linux-gnu-g++", "source", ()),
     )
 }  # fmt: skip
 

@@ -14,7 +14,13 @@ from ac_toolchain.compile import get_target
 from ac_toolchain.config import CompressConfig, to_dict
 
 ARTIFACTS = ("config.toml", "dense.pt", "compressed.pt", "model.onnx", "report.json", "report.md")
-NOT_COMPILED = "not compiled: the TVM compile stage is not implemented yet (model.onnx is the last artifact)"
+NOT_COMPILED = {"status": "not compiled"}
+
+
+def _artifacts(run_dir: Path, target: str) -> dict[str, str]:
+    names = [n for n in ARTIFACTS if (run_dir / n).exists() or n.startswith("report")]
+    names += [target] if (run_dir / target).is_dir() else []
+    return {name: str(run_dir / name) for name in names}
 
 
 def _ratio(dense: int, compressed: int) -> float:
@@ -38,10 +44,8 @@ def build_report(
         "layers": results.get("layers", []),
         "compact_max_abs_diff": results["compact_max_abs_diff"],
         "onnx_max_abs_diff": results["onnx_max_abs_diff"],
-        "compile": {"target": target.name, "tvm_target": target.tvm_target, "status": NOT_COMPILED},
-        "artifacts": {
-            name: str(run_dir / name) for name in ARTIFACTS if (run_dir / name).exists() or name.startswith("report")
-        },
+        "compile": {"target": target.name, "tvm_target": target.tvm_target, **results.get("compile", NOT_COMPILED)},
+        "artifacts": _artifacts(run_dir, target.name),
         "timings": timings,
         "config": to_dict(cfg),
         "versions": {
@@ -71,7 +75,9 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"| compressed | {c['accuracy']:.2%} | {c['params']:,} | {c['flops']:,} |",
         f"| ratio | {-r['accuracy_drop_points']:+.2f} points | {ratio['params']}× | {ratio['flops']}× |",
         "",
-        f"Compile ({r['target']}): {r['compile']['status']}.",
+        f"Compile ({r['target']}): {r['compile']['status']}"
+        + (f"; max |TVM - torch| {r['compile']['max_abs_diff']:.2e}" if "max_abs_diff" in r["compile"] else "")
+        + ".",
         "",
         f"Compact vs masked model, max abs difference: {r['compact_max_abs_diff']:.2e}; "
         f"ONNX (onnxruntime) vs masked: {r['onnx_max_abs_diff']:.2e}.",

@@ -1,0 +1,178 @@
+"""Lower an ONNX model with TVM (relax frontend) and write ``<run>/<target>/``: the compiled module and a
+manifest with hashes, versions, target and I/O.
+
+Only the default relax pipeline is used: no schedules are applied to CPU convolutions yet, so the CPU code is
+correct but slow (TOOLCHAIN-NOTES: untuned TVM is ~70x slower than onnxruntime on ResNet-18). GPU targets get
+dlight's generic GPU rules, which is what makes them compile at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ac_toolchain.compile.targets import Target
+from ac_toolchain.errors import TargetError
+
+INSTALL_HINT = "install it with: bash scripts/install-system-deps.sh (Debian: apt-get install g++-aarch64-linux-gnu)"
+
+
+def check_toolchain(target: Target) -> None:
+    """A missing cross compiler is an error that says which command installs it."""
+    if target.cross_compiler and shutil.which(target.cross_compiler) is None:
+        raise TargetError(
+            f"target {target.name} needs the cross compiler {target.cross_compiler}, not found; {INSTALL_HINT}"
+        )
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Any:
+    """Silence what TVM's C++ prints to fd 2 (a warning per gather); replay it if the build fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace")[-4000:])
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _tvm_target(target: Target) -> Any:
+    import tvm
+
+    if target.link == "source":  # a GPU: the host code runs on the phone's aarch64 CPU
+        return tvm.target.Target(target.tvm_target, host={"kind": "llvm", "mtriple": "aarch64-linux-gnu"})
+    return tvm.target.Target(target.tvm_target)
+
+
+def _gpu_schedules(mod: Any, tvm_target: Any) -> Any:
+    """Legalise, fuse and give every kernel a thread binding with dlight's generic GPU rules."""
+    import tvm
+    import tvm.s_tir.dlight as dl
+    from tvm import relax
+
+    passes = [
+        relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
+        relax.transform.FuseOps(), relax.transform.FuseTIR(),
+        dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
+                                dl.gpu.Fallback()),
+    ]  # fmt: skip
+    with tvm_target:
+        return tvm.ir.transform.Sequential(passes)(mod)
+
+
+def _find_module(mod: Any, kind: str) -> Any:
+    if mod.kind == kind:
+        return mod
+    for imported in mod.imports:
+        found = _find_module(imported, kind)
+        if found is not None:
+            return found
+    return None
+
+
+def _export(ex: Any, target: Target, out_dir: Path) -> list[Path]:
+    """Write the module: a shared library for the target's loader, plus kernel source for GPU targets."""
+    from tvm.support import cc
+
+    lib = out_dir / "model.so"
+    fcompile = cc.cross_compiler(target.cross_compiler) if target.cross_compiler else None
+    ex.export_library(str(lib), fcompile=fcompile) if fcompile else ex.export_library(str(lib))
+    files = [lib]
+    if target.link == "source":
+        kernels = _find_module(ex.mod, target.tvm_target["kind"])
+        if kernels is None:
+            raise TargetError(f"TVM produced no {target.tvm_target['kind']} module for {target.name}")
+        source = out_dir / "kernels.cl"
+        source.write_text(kernels.inspect_source())
+        files.append(source)
+    return files
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _io(model: onnx.ModelProto) -> dict[str, Any]:
+    def describe(values: Any) -> list[dict[str, Any]]:
+        return [
+            {"name": v.name, "shape": [d.dim_value for d in v.type.tensor_type.shape.dim],
+             "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name}
+            for v in values
+        ]  # fmt: skip
+
+    return {"inputs": describe(model.graph.input), "outputs": describe(model.graph.output)}
+
+
+def compile_onnx(onnx_path: Path, target: Target, out_dir: Path) -> dict[str, Any]:
+    """Import, build and export; returns (and writes) the manifest."""
+    check_toolchain(target)
+    if target.link == "static":
+        raise TargetError(
+            f"target {target.name} links the model statically into the device runner, which arrives with the "
+            "android_bench issue; use --target arm64 (glibc, runs under qemu-user) until then"
+        )
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    start = time.perf_counter()
+    model = onnx.load(str(onnx_path))
+    tvm_target = _tvm_target(target)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with quiet_native_stderr():
+        mod = from_onnx(model, keep_params_in_input=False)
+        if target.link == "source":
+            mod = _gpu_schedules(mod, tvm_target)
+        files = _export(tvm.compile(mod, target=tvm_target), target, out_dir)
+    manifest = {
+        "target": target.name, "tvm_target": str(tvm_target), "tvm_version": tvm.__version__,
+        "source_onnx": str(onnx_path), **_io(model),
+        "files": {f.name: {"sha256": _sha256(f), "bytes": f.stat().st_size} for f in files},
+        "schedules": "none (default relax pipeline; CPU code is untuned)" if target.link != "source"
+        else "dlight generic GPU rules",
+        "build_seconds": round(time.perf_counter() - start, 3),
+        "command": " ".join(sys.argv),
+    }  # fmt: skip
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def load_host_module(out_dir: Path) -> Runner:
+    """Load an x86 artifact of this machine and return ``x -> logits`` (for equivalence checks)."""
+    import tvm
+    from tvm import relax
+
+    lib = tvm.runtime.load_module(str(out_dir / "model.so"))
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+
+    def run(x: np.ndarray) -> np.ndarray:
+        out = vm["main"](tvm.runtime.tensor(x, tvm.cpu()))
+        return (out if hasattr(out, "numpy") else out[0]).numpy()
+
+    return run

@@ -1,0 +1,77 @@
+"""TVM builds: x86 end to end against torch, arm64 cross-compile, OpenCL codegen, manifest, toolchain errors."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ac_toolchain as ac
+from ac_toolchain.compact import compact
+from ac_toolchain.compile import get_target
+from ac_toolchain.compile.tvm_build import compile_onnx, load_host_module
+from ac_toolchain.errors import TargetError
+from ac_toolchain.export import export_onnx
+
+EM_X86_64, EM_AARCH64 = 62, 183
+
+
+@pytest.fixture(scope="module")
+def pruned(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
+    """A column- and filter-pruned LeNet-5, compacted and exported once for every test here."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 28, 28)
+    model = ac.build_model("lenet5", num_classes=10, in_channels=1, input_size=(28, 28)).eval()
+    ac.prune(model, x, 0.6, "filter+column")
+    path = export_onnx(compact(model, x).eval(), x, tmp_path_factory.mktemp("onnx") / "model.onnx")
+    return model, path
+
+
+def elf_machine(path: Path) -> int:
+    header = path.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF"
+    return int.from_bytes(header[18:20], "little")
+
+
+def test_x86_build_matches_torch_and_manifest_is_complete(pruned: tuple, tmp_path: Path) -> None:
+    model, onnx_path = pruned
+    manifest = compile_onnx(onnx_path, get_target("x86"), tmp_path)
+    assert elf_machine(tmp_path / "model.so") == EM_X86_64
+    x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype("float32")
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    assert np.abs(load_host_module(tmp_path)(x) - want).max() <= 1e-4
+    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    assert on_disk == manifest
+    assert manifest["target"] == "x86" and manifest["tvm_version"].startswith("0.27")
+    assert manifest["inputs"] == [{"name": "input", "shape": [1, 1, 28, 28], "dtype": "float32"}]
+    assert manifest["outputs"] == [{"name": "logits", "shape": [1, 10], "dtype": "float32"}]
+    digest = hashlib.sha256((tmp_path / "model.so").read_bytes()).hexdigest()
+    assert manifest["files"]["model.so"]["sha256"] == digest
+    assert manifest["command"]
+
+
+def test_arm64_cross_compiles_to_an_aarch64_library(pruned: tuple, tmp_path: Path) -> None:
+    manifest = compile_onnx(pruned[1], get_target("arm64"), tmp_path)
+    assert elf_machine(tmp_path / "model.so") == EM_AARCH64
+    assert "aarch64" in manifest["tvm_target"] and "neon" in manifest["tvm_target"]
+
+
+def test_opencl_writes_kernel_source(pruned: tuple, tmp_path: Path) -> None:
+    manifest = compile_onnx(pruned[1], get_target("opencl"), tmp_path)
+    source = (tmp_path / "kernels.cl").read_text()
+    assert source.count("__kernel void") >= 4 and "get_local_id(0)" in source  # thread-bound kernels
+    assert set(manifest["files"]) == {"model.so", "kernels.cl"}
+
+
+def test_missing_cross_compiler_says_how_to_install(pruned: tuple, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(TargetError, match=r"aarch64-linux-gnu-g\+\+, not found; install it with: bash scripts/"):
+        compile_onnx(pruned[1], get_target("arm64"), tmp_path)
+
+
+def test_android_target_is_refused_clearly(pruned: tuple, tmp_path: Path) -> None:
+    with pytest.raises(TargetError, match="links the model statically into the device runner"):
+        compile_onnx(pruned[1], get_target("android-arm64"), tmp_path)
