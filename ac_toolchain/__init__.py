@@ -1,11 +1,17 @@
 """AutoCompress: automatic structured pruning of CNNs, compiled for phones.
 
-The verbs are imported lazily so that ``ac --help`` does not wait for torch.
+The verbs are imported lazily so that ``ac --help`` does not wait for torch. Four verbs share their name
+with a subpackage (``prune``, ``compact``, ``count``, ``compress``); Python sets ``ac_toolchain.<sub>`` to the
+submodule the first time it is imported, which would make ``ac.prune`` a module or a function depending on
+import order. ``_Package`` refuses that assignment, so ``ac.prune`` is always the verb; reach the subpackages
+with ``from ac_toolchain.prune import schemes``.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 from ac_toolchain.errors import ACError, CheckpointError, ConfigError, DataError, ModelError, TargetError
@@ -32,3 +38,13 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'ac_toolchain' has no attribute {name!r}")
     attr = "resolve" if name == "resolve_config" else name
     return getattr(importlib.import_module(_VERBS[name]), attr)
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _VERBS and isinstance(value, types.ModuleType):
+            return  # a submodule import must not shadow the verb of the same name
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -8,7 +8,7 @@ from click.testing import CliRunner, Result
 
 from ac_toolchain.cli import main
 
-COMMANDS = ["compress", "train", "eval", "count", "prune", "compact", "export", "targets"]
+COMMANDS = ["compress", "train", "eval", "count", "prune", "compact", "export", "compile", "targets"]
 
 
 def _ac(*args: str) -> Result:
@@ -86,7 +86,9 @@ def test_smoke_chain_writes_a_complete_report(tmp_path: Path) -> None:
         ("conv2", 8, 16),
     ]
     assert report["onnx_max_abs_diff"] <= 1e-4
-    assert "not compiled" in report["compile"]["status"]
+    assert "compiled with TVM for arm64" in report["compile"]["status"]
+    assert (run / "arm64" / "model.so").read_bytes()[18] == 183  # ELF e_machine: AArch64
+    assert json.loads((run / "arm64" / "manifest.json").read_text())["target"] == "arm64"
     assert all(Path(p).exists() for p in report["artifacts"].values())
     assert "| dense |" in (run / "report.md").read_text()
 
@@ -149,9 +151,14 @@ def test_user_model_file_runs_the_chain(tmp_path: Path) -> None:
         "--runs-dir", str(tmp_path / "runs"),
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    report = json.loads((_only_run(tmp_path / "runs") / "report.json").read_text())
+    run = _only_run(tmp_path / "runs")
+    report = json.loads((run / "report.json").read_text())
     assert report["model"] == f"{src}:Net" and report["compressed"]["params"] < report["dense"]["params"]
     assert report["compact_max_abs_diff"] <= 1e-4 and report["onnx_max_abs_diff"] <= 1e-4
+    assert report["compile"]["max_abs_diff"] <= 1e-4  # the x86 TVM build, run here
+    again = _ac("compile", str(run), "--target", "opencl")
+    assert again.exit_code == 0, again.output
+    assert (run / "opencl" / "kernels.cl").is_file() and "manifest:" in again.output
 
 
 @pytest.mark.slow
@@ -162,3 +169,10 @@ def test_default_resnet18_command_reaches_high_accuracy(tmp_path: Path) -> None:
     report = json.loads((_only_run(tmp_path) / "report.json").read_text())
     assert report["dense"]["accuracy"] > 0.9 and report["compressed"]["accuracy"] > 0.9
     assert report["ratios"]["params"] > 3.5
+
+
+def test_missing_cross_compiler_stops_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    result = _ac("compress", "lenet5", "--preset", "smoke", "--target", "arm64", "--runs-dir", str(tmp_path))
+    assert result.exit_code == 2 and "install it with: bash scripts/install-system-deps.sh" in result.output
+    assert not list(tmp_path.glob("*/dense.pt"))

@@ -1,6 +1,8 @@
-"""ResNet-18/34/50 in torchvision's layout, with a CIFAR stem (3x3 conv, stride 1, no max-pool) or the
-ImageNet stem (7x7 conv stride 2 + 3x3 max-pool). Reference counts: CIFAR ResNet-18 with 10 classes
-11,173,962; ImageNet ResNet-18 / 34 / 50 with 1000 classes 11,689,512 / 21,797,672 / 25,557,032."""
+"""ResNet-18/34 (BasicBlock) and ResNet-50 (Bottleneck, stride on the 3x3: v1.5) in torchvision's module
+layout, so torchvision state dicts load. Two stems: "cifar" (3x3 conv stride 1, no max-pool; kuangliu's
+CIFAR layout) and "imagenet" (7x7 conv stride 2 + 3x3 max-pool stride 2). Shortcuts are 1x1 conv + BN when
+the shape changes. Reference counts: CIFAR ResNet-18, 10 classes: 11,173,962; ImageNet ResNet-18 / 34 / 50,
+1000 classes: 11,689,512 / 21,797,672 / 25,557,032."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ class BasicBlock(nn.Module):
         self.downsample = _downsample(cin, planes, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
+        identity = x if self.downsample is None else self.downsample(x)  # [N, planes, H/s, W/s]
         out = self.relu(self.bn1(self.conv1(x)))
         return self.relu(self.bn2(self.conv2(out)) + identity)
 
@@ -43,54 +45,71 @@ class Bottleneck(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)  # stride on the 3x3 (ResNet v1.5)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU()
-        self.downsample = _downsample(cin, planes * 4, stride)
+        self.downsample = _downsample(cin, planes * self.expansion, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
+        identity = x if self.downsample is None else self.downsample(x)  # [N, 4*planes, H/s, W/s]
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         return self.relu(self.bn3(self.conv3(out)) + identity)
 
 
+Block = type[BasicBlock] | type[Bottleneck]
+
+
+def _cifar_stem(in_channels: int, width: int) -> tuple[nn.Conv2d, nn.Module]:
+    return nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.Identity()
+
+
+def _imagenet_stem(in_channels: int, width: int) -> tuple[nn.Conv2d, nn.Module]:
+    return nn.Conv2d(in_channels, width, 7, 2, 3, bias=False), nn.MaxPool2d(3, 2, 1)
+
+
+# stem name -> (conv1, maxpool)
+STEMS: dict[str, Callable[[int, int], tuple[nn.Conv2d, nn.Module]]] = {
+    "cifar": _cifar_stem,
+    "imagenet": _imagenet_stem,
+}
+
+
+def _stage(block: Block, cin: int, planes: int, depth: int, stride: int) -> nn.Sequential:
+    blocks = [block(cin, planes, stride)]
+    blocks += [block(planes * block.expansion, planes, 1) for _ in range(depth - 1)]
+    return nn.Sequential(*blocks)
+
+
 class ResNet(nn.Module):
     def __init__(
-        self, block: type[BasicBlock | Bottleneck], depths: list[int], num_classes: int, in_channels: int,
-        stem: str, width_mult: float,
-    ) -> None:  # fmt: skip
+        self, block: Block, depths: list[int], num_classes: int, in_channels: int, stem: str, width_mult: float
+    ) -> None:
         super().__init__()
         base = scaled(64, width_mult)
-        if stem == "imagenet":
-            self.conv1 = nn.Conv2d(in_channels, base, 7, 2, 3, bias=False)
-            self.maxpool: nn.Module = nn.MaxPool2d(3, 2, 1)
-        else:
-            self.conv1 = nn.Conv2d(in_channels, base, 3, 1, 1, bias=False)
-            self.maxpool = nn.Identity()
+        self.conv1, self.maxpool = STEMS[stem](in_channels, base)
         self.bn1 = nn.BatchNorm2d(base)
         self.relu = nn.ReLU()
-        cin, stages = base, []
-        for i, depth in enumerate(depths):
-            planes = base * 2**i
-            blocks = []
-            for j in range(depth):
-                blocks.append(block(cin, planes, 2 if i > 0 and j == 0 else 1))
-                cin = planes * block.expansion
-            stages.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        widths = [base * 2**i for i in range(4)]
+        cins = [base] + [w * block.expansion for w in widths[:-1]]
+        self.layer1 = _stage(block, cins[0], widths[0], depths[0], 1)
+        self.layer2 = _stage(block, cins[1], widths[1], depths[1], 2)
+        self.layer3 = _stage(block, cins[2], widths[2], depths[2], 2)
+        self.layer4 = _stage(block, cins[3], widths[3], depths[3], 2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, num_classes)
+        self.fc = nn.Linear(widths[3] * block.expansion, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # [N, 64, H', W']
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # [N, 512 * expansion, H'/8, W'/8]
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # [N, 64, H', W'] (H' = H, or H/4 for imagenet)
+        x = self.layer2(self.layer1(x))  # [N, 128 * expansion, H'/2, W'/2]
+        x = self.layer4(self.layer3(x))  # [N, 512 * expansion, H'/8, W'/8]
+        x = torch.flatten(self.avgpool(x), 1)  # [N, 512 * expansion]
+        return self.fc(x)  # [N, num_classes]
 
 
-def _resnet(block: type[BasicBlock | Bottleneck], depths: list[int]) -> Callable[..., nn.Module]:
+def _resnet(block: Block, depths: list[int]) -> Callable[..., nn.Module]:
     def build(
         num_classes: int, in_channels: int, input_size: tuple[int, int], stem: str = "auto", width_mult: float = 1.0
     ) -> nn.Module:

@@ -1,0 +1,24 @@
+"""The public verbs stay verbs whatever was imported first (four of them share a name with a subpackage)."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def test_verbs_survive_importing_their_subpackages_first() -> None:
+    code = (
+        "import ac_toolchain.prune.schemes, ac_toolchain.compact.compactor, ac_toolchain.count, ac_toolchain.compress\n"
+        "import ac_toolchain as ac\n"
+        "print(all(callable(getattr(ac, v)) and not isinstance(getattr(ac, v), type(ac))"
+        " for v in ('prune', 'compact', 'count', 'compress')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    import ac_toolchain as ac
+
+    with pytest.raises(AttributeError, match="no_such_verb"):
+        ac.no_such_verb  # noqa: B018
