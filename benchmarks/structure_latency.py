@@ -1,17 +1,20 @@
-"""Latency of masked vs compact vs ONNX Runtime, side by side in one process.
+"""Latency of dense vs masked vs compact in torch, onnxruntime and TVM (x86 build), side by side in one process.
 
     python benchmarks/structure_latency.py [--model resnet18] [--rate 0.8] [--scheme filter+column] [--runs 50]
 
-Builds the CIFAR-layout model (3x32x32, 10 classes, batch 1), prunes it one-shot, compacts it, exports both the
-masked and the compact model to ONNX, then times the four variants round-robin (one call of each per round, so
-machine noise hits all alike) and reports min / median / max in milliseconds. Writes
+Builds the CIFAR-layout model (3x32x32, 10 classes, batch 1), prunes it one-shot, compacts it, exports the dense,
+masked and compact models to ONNX, compiles the dense and compact ONNX with TVM for this machine (convolutions on
+the kernels/ gather-GEMM), then times every variant round-robin (one call of each per round, so machine noise hits
+all alike) and reports min / median / max in milliseconds. Writes
 benchmarks/results/structure_latency-<model>-<scheme>-<rate>.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -60,6 +63,15 @@ def time_round_robin(runners: dict[str, Callable[[], object]], runs: int, warmup
     return samples
 
 
+def tvm_runner(path: Path, x: torch.Tensor, out_dir: Path) -> Callable[[], object]:
+    from ac_toolchain.compile import get_target
+    from ac_toolchain.compile.tvm_build import compile_onnx, load_host_module
+
+    compile_onnx(path, get_target("x86"), out_dir)
+    run, feed = load_host_module(out_dir), x.numpy()
+    return lambda: run(feed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet18")
@@ -68,6 +80,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read when TVM's thread pool starts
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x = torch.randn(1, 3, 32, 32)
@@ -77,14 +90,18 @@ def main() -> None:
     ac.prune(masked, x, args.rate, args.scheme)
     small = compact(masked, x).eval()
     with tempfile.TemporaryDirectory() as tmp:
+        dense_onnx = export_onnx(dense, x, Path(tmp) / "dense.onnx")
         masked_onnx = export_onnx(masked, x, Path(tmp) / "masked.onnx")
         compact_onnx = export_onnx(small, x, Path(tmp) / "compact.onnx")
         runners = {
             "torch dense": torch_runner(dense, x),
             "torch masked": torch_runner(masked, x),
             "torch compact": torch_runner(small, x),
+            "onnxruntime dense": ort_runner(dense_onnx, x, args.threads),
             "onnxruntime masked": ort_runner(masked_onnx, x, args.threads),
             "onnxruntime compact": ort_runner(compact_onnx, x, args.threads),
+            "tvm dense": tvm_runner(dense_onnx, x, Path(tmp) / "tvm-dense"),
+            "tvm compact": tvm_runner(compact_onnx, x, Path(tmp) / "tvm-compact"),
         }
         samples = time_round_robin(runners, args.runs, warmup=5)
     write(args, samples, count(dense, x), count(masked, x))
@@ -94,12 +111,19 @@ def write(args: argparse.Namespace, samples: dict[str, list[float]], dense: dict
     stats = {k: {"min": min(v), "median": statistics.median(v), "max": max(v)} for k, v in samples.items()}
     base = stats["torch masked"]["median"]
     speedup = {k: base / v["median"] for k, v in stats.items()}
+    flops_reduction = dense["flops"] / pruned["flops"]
+    realised = {  # speed-up of the compact model over the dense one in the same engine, / FLOPs reduction
+        engine: stats[f"{engine} dense"]["median"] / stats[f"{engine} compact"]["median"] / flops_reduction
+        for engine in ("torch", "onnxruntime", "tvm")
+    }
     result = {
         "model": args.model, "input": [1, 3, 32, 32], "scheme": args.scheme, "rate": args.rate, "runs": args.runs,
         "threads": args.threads, "dense": dense, "pruned": pruned,
-        "flops_reduction": dense["flops"] / pruned["flops"], "params_reduction": dense["params"] / pruned["params"],
+        "flops_reduction": flops_reduction, "params_reduction": dense["params"] / pruned["params"],
+        "realised_speedup_over_flops_reduction": realised,
         "latency_ms": stats, "speedup_vs_torch_masked": speedup,
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "onnxruntime": ort.__version__,
+                    "tvm": importlib.metadata.version("apache-tvm"),
                     "cpu": platform.processor() or platform.machine()},
         "samples_ms": samples,
     }  # fmt: skip
@@ -119,6 +143,10 @@ def write(args: argparse.Namespace, samples: dict[str, list[float]], dense: dict
             f"| {k} | {v['min']:.2f} | {v['median']:.2f} | {v['max']:.2f} | {speedup[k]:.2f}× |"
             for k, v in stats.items()
         ],
+        "",
+        "Realised speed-up (dense ÷ compact, same engine) ÷ FLOPs reduction: "
+        + ", ".join(f"{engine} {ratio:.2f}" for engine, ratio in realised.items())
+        + ".",
         "",
     ]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines))

@@ -16,21 +16,22 @@ class Target:
     cross_compiler: str | None  # None: the host compiler
     link: str  # "shared" (a .so for this OS's loader) or "static" (system library linked into the runner)
     bench_devices: tuple[str, ...] = field(default=())
+    kernel_flags: tuple[str, ...] | None = None  # flags for kernels/ linked into model.so; None: no CPU kernels
 
 
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
-        Target("x86", "this machine's CPU (llvm)", {"kind": "llvm"}, None, "shared", ("host",)),
+        Target("x86", "this machine's CPU (llvm)", {"kind": "llvm"}, None, "shared", ("host",), ("-march=native",)),
         Target(
             "arm64", "aarch64 Linux CPU with NEON",
             {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
-            "aarch64-linux-gnu-g++", "shared", ("qemu-arm64",),
+            "aarch64-linux-gnu-g++", "shared", ("qemu-arm64",), ("-march=armv8-a",),
         ),
         Target(
             "android-arm64", "aarch64 Android phone CPU (static, loader-independent)",
             {"kind": "llvm", "mtriple": "aarch64-linux-android", "mattr": ["+neon"]},
-            "aarch64-linux-gnu-g++", "static", ("adb", "qemu-arm64"),
+            "aarch64-linux-gnu-g++", "static", ("adb", "qemu-arm64"), ("-march=armv8-a",),
         ),
         Target("opencl", "mobile GPU via OpenCL (Mali / Adreno); compile-only here",
                {"kind": "opencl", "device": "mali"}, "aarch64-linux-gnu-g++", "source", ()),

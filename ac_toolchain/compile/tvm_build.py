@@ -1,9 +1,10 @@
 """Lower an ONNX model with TVM (relax frontend) and write ``<run>/<target>/``: the compiled module and a
 manifest with hashes, versions, target and I/O.
 
-Only the default relax pipeline is used: no schedules are applied to CPU convolutions yet, so the CPU code is
-correct but slow (TOOLCHAIN-NOTES: untuned TVM is ~70x slower than onnxruntime on ResNet-18). GPU targets get
-dlight's generic GPU rules, which is what makes them compile at all.
+CPU targets route their convolutions to the C++ kernel of kernels/ (compile/lowering.py), linked into
+model.so; the remaining ops (pools, residual adds, linear layers, the gathers of column-pruned convs) use
+TVM's default relax pipeline, unscheduled. GPU targets get dlight's generic GPU rules, which is what makes them
+compile at all.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ac_toolchain.compile.lowering import kernel_objects, route_convolutions
 from ac_toolchain.compile.targets import Target
 from ac_toolchain.errors import TargetError
 
@@ -90,13 +92,15 @@ def _find_module(mod: Any, kind: str) -> Any:
     return None
 
 
-def _export(ex: Any, target: Target, out_dir: Path) -> list[Path]:
+def _export(ex: Any, target: Target, out_dir: Path, addons: list[Path]) -> list[Path]:
     """Write the module: a shared library for the target's loader, plus kernel source for GPU targets."""
     from tvm.support import cc
 
     lib = out_dir / "model.so"
-    fcompile = cc.cross_compiler(target.cross_compiler) if target.cross_compiler else None
-    ex.export_library(str(lib), fcompile=fcompile) if fcompile else ex.export_library(str(lib))
+    options: dict[str, Any] = {"addons": [str(a) for a in addons]} if addons else {}
+    if target.cross_compiler:
+        options["fcompile"] = cc.cross_compiler(target.cross_compiler)
+    ex.export_library(str(lib), **options)
     files = [lib]
     if target.link == "source":
         kernels = _find_module(ex.mod, target.tvm_target["kind"])
@@ -144,15 +148,20 @@ def compile_onnx(onnx_path: Path, target: Target, out_dir: Path) -> dict[str, An
     out_dir.mkdir(parents=True, exist_ok=True)
     with quiet_native_stderr():
         mod = from_onnx(model, keep_params_in_input=False)
+        routed, addons = 0, []
+        if target.kernel_flags is not None:
+            mod, routed = route_convolutions(mod)
+            addons = kernel_objects(target) if routed else []
         if target.link == "source":
             mod = _gpu_schedules(mod, tvm_target)
-        files = _export(tvm.compile(mod, target=tvm_target), target, out_dir)
+        files = _export(tvm.compile(mod, target=tvm_target), target, out_dir, addons)
     manifest = {
         "target": target.name, "tvm_target": str(tvm_target), "tvm_version": tvm.__version__,
         "source_onnx": str(onnx_path), **_io(model),
         "files": {f.name: {"sha256": _sha256(f), "bytes": f.stat().st_size} for f in files},
-        "schedules": "none (default relax pipeline; CPU code is untuned)" if target.link != "source"
-        else "dlight generic GPU rules",
+        "schedules": f"{routed} convolutions on the kernels/ gather-GEMM; other ops: default relax pipeline"
+        if target.link != "source" else "dlight generic GPU rules",
+        "kernel_convolutions": routed,
         "build_seconds": round(time.perf_counter() - start, 3),
         "command": " ".join(sys.argv),
     }  # fmt: skip

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -51,6 +52,8 @@ def test_x86_build_matches_torch_and_manifest_is_complete(pruned: tuple, tmp_pat
     digest = hashlib.sha256((tmp_path / "model.so").read_bytes()).hexdigest()
     assert manifest["files"]["model.so"]["sha256"] == digest
     assert manifest["command"]
+    convs = [n for n in onnx.load(str(onnx_path)).graph.node if n.op_type == "Conv"]
+    assert manifest["kernel_convolutions"] == len(convs) > 0  # every conv runs on the kernels/ gather-GEMM
 
 
 def test_arm64_cross_compiles_to_an_aarch64_library(pruned: tuple, tmp_path: Path) -> None:

@@ -1,0 +1,131 @@
+"""Route convolutions of a relax module to the C++ gather-GEMM kernel of ``kernels/``.
+
+TVM 0.27's default CPU pipeline schedules nothing, so its convolutions are ~70x slower than onnxruntime
+(TOOLCHAIN-NOTES). Every ``conv2d`` with constant weights, ``groups == 1`` and NCHW layout, together with a
+following per-channel bias ``add`` and ``relu`` when present, becomes
+``R.call_dps_packed("ac_compact_conv2d", x, packed_weight, rows, bias, geometry)``; the kernel and its TVM-FFI
+entry (kernels/src/tvm_entry.cc) are compiled for the target and linked into model.so. Depthwise and other
+grouped convolutions stay with TVM.
+
+The pointwise conv of a ``CompactConv2d`` is routed too; its gather (the per-tap Pad / Slice / Gather / Concat
+of the ONNX graph) still runs as TVM code. Fusing that gather into the kernel (rows = the kept columns, which
+the kernel supports) needs the compact layer to reach TVM as one node, and is not done yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ac_toolchain import native
+from ac_toolchain.compile.targets import Target
+from ac_toolchain.errors import TargetError
+
+PACKED_FUNC = "ac_compact_conv2d"
+SOURCES = ("compact_conv.cc", "tvm_entry.cc")
+
+
+def _const(expr: Any) -> np.ndarray | None:
+    from tvm.ir.expr import Constant
+
+    return expr.value.numpy() if isinstance(expr, Constant) else None
+
+
+def _geometry(attrs: Any, kh: int, kw: int, relu: bool) -> np.ndarray | None:
+    """(kh, kw, sh, sw, ph, pw, dh, dw, relu), or None when the conv is outside what the kernel does."""
+    top, left, bottom, right = (int(p) for p in attrs.padding)
+    plain = int(attrs.groups) == 1 and attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW"
+    if not plain or (top, left) != (bottom, right) or str(attrs.out_dtype) not in ("None", "", "float32"):
+        return None
+    (sh, sw), (dh, dw) = (int(s) for s in attrs.strides), (int(d) for d in attrs.dilation)
+    return np.array([kh, kw, sh, sw, top, left, dh, dw, int(relu)], np.int64)
+
+
+def _bias(add: Any, conv: Any, channels: int) -> np.ndarray | None:
+    if add is None:
+        return np.zeros(channels, np.float32)
+    other = add.args[1] if add.args[0].same_as(conv) else add.args[0]
+    value = _const(other)
+    if value is None or value.size != channels or value.shape not in ((channels,), (1, channels, 1, 1)):
+        return None
+    return value.reshape(channels).astype(np.float32)
+
+
+def _to_kernel(conv: Any, add: Any, relu: bool) -> Any:
+    """The call_dps_packed that replaces conv (+ add) (+ relu), or None when the kernel cannot take it."""
+    from tvm import relax
+
+    weight = _const(conv.args[1])
+    if weight is None or weight.dtype != np.float32 or weight.ndim != 4:
+        return None
+    f, c, kh, kw = weight.shape
+    geometry, bias = _geometry(conv.attrs, kh, kw, relu), _bias(add, conv, f)
+    if geometry is None or bias is None:
+        return None
+    matrix = weight.transpose(0, 2, 3, 1).reshape(f, kh * kw * c)  # tap-major columns, r = (i*KW + j)*C + c
+    args = [conv.args[0], relax.const(native.pack_weights(matrix)), relax.const(np.arange(kh * kw * c), "int64"),
+            relax.const(bias), relax.const(geometry, "int64")]  # fmt: skip
+    return relax.call_dps_packed(PACKED_FUNC, args, out_ty=relax.TensorType(conv.ty.shape, "float32"))
+
+
+def route_convolutions(mod: Any) -> tuple[Any, int]:
+    """Rewrite the module's convolutions to the kernel; returns the module and how many were rewritten."""
+    from tvm import relax
+    from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+    conv = is_op("relax.nn.conv2d")(wildcard(), is_const())
+    add = is_op("relax.add")(conv, is_const()) | is_op("relax.add")(is_const(), conv)
+    counted = [0]
+
+    def rewriter(has_add: bool, has_relu: bool) -> Any:
+        def rewrite(expr: Any, matches: dict[Any, Any]) -> Any:
+            new = _to_kernel(matches[conv], matches[add] if has_add else None, has_relu)
+            counted[0] += new is not None
+            return expr if new is None else new
+
+        return rewrite
+
+    patterns = [
+        (is_op("relax.nn.relu")(add), rewriter(True, True)), (add, rewriter(True, False)),
+        (is_op("relax.nn.relu")(conv), rewriter(False, True)), (conv, rewriter(False, False)),
+    ]  # fmt: skip
+    mod = relax.transform.FoldConstant()(mod)
+    for name, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            for pattern, rewrite in patterns:
+                func = rewrite_call(pattern, rewrite, func)
+            mod[name] = func
+    return mod, counted[0]
+
+
+def kernel_objects(target: Target) -> list[Path]:
+    """Compile kernels/src for the target (cached by source hash and flags); the objects model.so links."""
+    import tvm
+    import tvm_ffi.libinfo
+
+    if target.kernel_flags is None:
+        raise TargetError(f"target {target.name} does not run the CPU kernels")
+    compiler = target.cross_compiler or "g++"
+    includes = [str(native.KERNELS / "include"), tvm_ffi.libinfo.find_include_path(),
+                tvm_ffi.libinfo.find_dlpack_include_path(), str(Path(tvm.__file__).parent / "include")]  # fmt: skip
+    flags = ["-O3", "-std=c++17", "-fPIC", "-ffp-contract=fast", "-DAC_PARALLEL_TVM", *target.kernel_flags]
+    digest = hashlib.sha256(" ".join([compiler, *flags]).encode())
+    for src in native.sources():
+        digest.update(src.read_bytes())
+    out = native.cache_dir() / "tvm-kernels" / f"{target.name}-{digest.hexdigest()[:16]}"
+    out.mkdir(parents=True, exist_ok=True)
+    objects = []
+    for name in SOURCES:
+        obj = out / f"{name}.o"
+        if not obj.exists():
+            cmd = [compiler, *flags, *(f"-I{i}" for i in includes), "-c", str(native.KERNELS / "src" / name)]
+            done = subprocess.run([*cmd, "-o", str(obj.with_suffix(".tmp"))], capture_output=True, text=True)
+            if done.returncode:
+                raise TargetError(f"compiling the kernel {name} for {target.name} failed:\n{done.stderr[-3000:]}")
+            obj.with_suffix(".tmp").rename(obj)
+        objects.append(obj)
+    return objects

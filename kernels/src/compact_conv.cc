@@ -1,0 +1,217 @@
+// Gather-GEMM convolution over the kept im2col rows (see include/ac/compact_conv.h for the layout).
+//
+// Two parallel phases per image: (1) gather the kept im2col rows into cols[K][P] (zero padding included; rows of
+// stride-1 taps are memcpy'd), (2) multiply the pre-packed weights with cols in tiles of OC channels x NT pixels,
+// K in blocks of KC, by an MR x NR register-blocked micro-kernel, adding bias and ReLU when a tile is stored. The micro-kernel uses
+// GCC/Clang vector extensions: they compile to NEON fmla on aarch64 and to SSE/AVX FMAs on x86, from one source.
+// Tiles run in parallel on OpenMP threads (standalone library) or on TVM's thread pool (AC_PARALLEL_TVM, when the
+// kernel is linked into a compiled model), so the kernel never competes with the runtime's own workers.
+#include "ac/compact_conv.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <vector>
+
+#if defined(AC_PARALLEL_TVM)
+#include <tvm/runtime/c_backend_api.h>
+#elif defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace {
+
+// MR x NR register tile: MR accumulators of NR floats, plus the B vector, must fit the vector registers and hide
+// the FMA latency. MR is fixed (it is the packed-weight layout, shared by every build); NR follows the ISA:
+// AVX-512 8 x 1 zmm, AVX2 8 x 1 ymm, NEON 8 x 2 q (16 of its 32 registers).
+constexpr int MR = AC_CONV_MR;
+#if defined(__AVX512F__)
+constexpr int NR = 16;
+#else
+constexpr int NR = 8;
+#endif
+constexpr int NT = 64;      // output pixels per tile (multiple of NR)
+constexpr int OC = 8 * MR;  // output channels per tile
+constexpr int KC = 256;     // kept rows per K block (the weight block KC x MR stays in L1)
+
+typedef float vec_t __attribute__((vector_size(NR * sizeof(float))));
+
+inline int round_up(int v, int m) { return (v + m - 1) / m * m; }
+inline int floor_div(int a, int b) { return a / b - (a % b != 0 && (a < 0) != (b < 0)); }
+inline int ceil_div(int a, int b) { return -floor_div(-a, b); }
+
+// ---- parallel loop: OpenMP threads (standalone library) or TVM's thread pool (inside a compiled model) ----
+
+#if defined(AC_PARALLEL_TVM)
+template <typename Fn>
+struct Job {
+  const Fn* fn;
+  int items;
+  std::atomic<int> next{0};
+  static int run(int, TVMParallelGroupEnv*, void* data) {
+    auto* job = static_cast<Job*>(data);
+    for (int i = job->next.fetch_add(1); i < job->items; i = job->next.fetch_add(1)) (*job->fn)(i);
+    return 0;
+  }
+};
+#endif
+
+template <typename Fn>
+void parallel_for(int items, int threads, const Fn& fn) {
+#if defined(AC_PARALLEL_TVM)
+  (void)threads;
+  Job<Fn> job;
+  job.fn = &fn;
+  job.items = items;
+  TVMBackendParallelLaunch(&Job<Fn>::run, &job, 0);
+#elif defined(_OPENMP)
+  const int n = threads > 0 ? threads : omp_get_max_threads();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n)
+  for (int i = 0; i < items; ++i) fn(i);
+#else
+  (void)threads;
+  for (int i = 0; i < items; ++i) fn(i);
+#endif
+}
+
+// ---- phase 1: gather the kept im2col rows into cols[K][P_pad] ----
+
+// out[q] = line[(ox0 + q) * stride + base] for q < span, zero where that falls outside [0, width).
+inline void gather_line(const float* line, int width, int ox0, int span, int stride, int base, float* out) {
+  const int lo = std::clamp(ceil_div(-base, stride) - ox0, 0, span);                   // first q inside the image
+  const int hi = std::clamp(floor_div(width - 1 - base, stride) + 1 - ox0, lo, span);  // one past the last
+  std::memset(out, 0, sizeof(float) * lo);
+  const float* src = line + (ox0 + lo) * stride + base;
+  if (stride == 1) {
+    std::memcpy(out + lo, src, sizeof(float) * (hi - lo));
+  } else {
+    for (int q = lo; q < hi; ++q) out[q] = src[(q - lo) * stride];
+  }
+  std::memset(out + hi, 0, sizeof(float) * (span - hi));
+}
+
+void gather_row(const ac_conv_shape& s, const float* x, int64_t row, int ld, float* dst) {
+  const int tap = static_cast<int>(row / s.c), c = static_cast<int>(row % s.c);
+  const int i = tap / s.kw, j = tap % s.kw;
+  const float* plane = x + static_cast<size_t>(c) * s.h * s.w;
+  for (int oy = 0; oy < s.oh; ++oy) {
+    const int iy = oy * s.sh - s.ph + i * s.dh;
+    float* out = dst + static_cast<size_t>(oy) * s.ow;
+    if (iy < 0 || iy >= s.h) {
+      std::memset(out, 0, sizeof(float) * s.ow);
+    } else {
+      gather_line(plane + static_cast<size_t>(iy) * s.w, s.w, 0, s.ow, s.sw, j * s.dw - s.pw, out);
+    }
+  }
+  std::memset(dst + s.oh * s.ow, 0, sizeof(float) * (ld - s.oh * s.ow));
+}
+
+// ---- phase 2: y[F, P] = act(bias + wpack . cols), in tiles of OC channels x NT pixels ----
+
+// acc[r] += sum_k a[k][r] * b[k][0..NR)
+inline void micro_kernel(int kc, const float* a, const float* b, int ldb, vec_t acc[MR]) {
+  for (int k = 0; k < kc; ++k) {
+    vec_t bv;
+    std::memcpy(&bv, b + static_cast<size_t>(k) * ldb, sizeof(bv));
+    for (int r = 0; r < MR; ++r) acc[r] += a[k * MR + r] * bv;
+  }
+}
+
+struct Gemm {
+  const ac_conv_shape& s;
+  const float* wpack;  // [ceil(F/MR)][K][MR]
+  const float* bias;   // [F] or null
+  const float* cols;   // [K][ld]
+  float* y;            // [F][P]
+  int ld, nt, tiles_p;
+
+  void tile(int item) const {
+    thread_local std::vector<float> acc_tile;
+    acc_tile.resize(static_cast<size_t>(OC) * nt);
+    float* t = acc_tile.data();
+    const int pixels = s.oh * s.ow;
+    const int p0 = (item % tiles_p) * nt, f0 = (item / tiles_p) * OC;
+    const int np = std::min(nt, pixels - p0), nf = std::min(OC, s.f - f0), mf = round_up(nf, MR);
+    for (int r = 0; r < mf; ++r) std::fill_n(t + r * nt, nt, (bias && r < nf) ? bias[f0 + r] : 0.0f);
+    for (int k0 = 0; k0 < s.k; k0 += KC) {
+      const int kc = std::min(KC, s.k - k0);
+      const float* b = cols + static_cast<size_t>(k0) * ld + p0;
+      for (int r0 = 0; r0 < mf; r0 += MR) {
+        const float* a = wpack + (static_cast<size_t>((f0 + r0) / MR) * s.k + k0) * MR;
+        for (int q0 = 0; q0 < nt; q0 += NR) {
+          vec_t acc[MR];
+          for (int r = 0; r < MR; ++r) std::memcpy(&acc[r], t + (r0 + r) * nt + q0, sizeof(vec_t));
+          micro_kernel(kc, a, b + q0, ld, acc);
+          for (int r = 0; r < MR; ++r) std::memcpy(t + (r0 + r) * nt + q0, &acc[r], sizeof(vec_t));
+        }
+      }
+    }
+    for (int r = 0; r < nf; ++r) {
+      const float* src = t + r * nt;
+      float* dst = y + static_cast<size_t>(f0 + r) * pixels + p0;
+      if (s.relu) {
+        for (int q = 0; q < np; ++q) dst[q] = src[q] > 0.0f ? src[q] : 0.0f;
+      } else {
+        std::memcpy(dst, src, sizeof(float) * np);
+      }
+    }
+  }
+};
+
+int check(const ac_conv_shape& s, const int64_t* rows) {
+  if (s.n < 1 || s.c < 1 || s.h < 1 || s.w < 1 || s.f < 1 || s.k < 1) return -1;
+  if (s.kh < 1 || s.kw < 1 || s.sh < 1 || s.sw < 1 || s.dh < 1 || s.dw < 1 || s.ph < 0 || s.pw < 0) return -2;
+  if (s.oh != (s.h + 2 * s.ph - s.dh * (s.kh - 1) - 1) / s.sh + 1) return -3;
+  if (s.ow != (s.w + 2 * s.pw - s.dw * (s.kw - 1) - 1) / s.sw + 1 || s.oh < 1 || s.ow < 1) return -3;
+  const int64_t total = static_cast<int64_t>(s.c) * s.kh * s.kw;
+  for (int k = 0; k < s.k; ++k) {
+    if (rows[k] < 0 || rows[k] >= total || (k > 0 && rows[k] <= rows[k - 1])) return -4;
+  }
+  return 0;
+}
+
+}  // namespace
+
+extern "C" size_t ac_conv_packed_size(int f, int k) { return static_cast<size_t>(round_up(f, MR)) * k; }
+
+extern "C" void ac_conv_pack_weights(int f, int k, const float* w, float* out) {
+  std::fill_n(out, ac_conv_packed_size(f, k), 0.0f);
+  for (int o = 0; o < f; ++o) {
+    float* dst = out + static_cast<size_t>(o / MR) * k * MR + o % MR;
+    for (int j = 0; j < k; ++j) dst[static_cast<size_t>(j) * MR] = w[static_cast<size_t>(o) * k + j];
+  }
+}
+
+extern "C" int ac_compact_conv2d(const ac_conv_shape* s, const float* x, const float* wpack, const int64_t* rows,
+                                 const float* bias, float* y, int threads) {
+  if (const int err = check(*s, rows)) return err;
+  const int pixels = s->oh * s->ow;
+  const int nt = std::min(NT, round_up(pixels, NR));
+  const int ld = round_up(pixels, nt);
+  thread_local std::vector<float> cols;  // grows to the largest layer, then stays
+  cols.resize(static_cast<size_t>(s->k) * ld);
+  float* const buf = cols.data();  // the lambdas run on other threads: they must not name the thread_local
+  for (int n = 0; n < s->n; ++n) {
+    const float* xn = x + static_cast<size_t>(n) * s->c * s->h * s->w;
+    constexpr int kRowsPerItem = 16;
+    parallel_for((s->k + kRowsPerItem - 1) / kRowsPerItem, threads, [&](int item) {
+      for (int k = item * kRowsPerItem; k < std::min(s->k, (item + 1) * kRowsPerItem); ++k) {
+        gather_row(*s, xn, rows[k], ld, buf + static_cast<size_t>(k) * ld);
+      }
+    });
+    const Gemm gemm{*s, wpack, bias, buf, y + static_cast<size_t>(n) * s->f * pixels, ld, nt, ld / nt};
+    parallel_for(gemm.tiles_p * ((s->f + OC - 1) / OC), threads, [&](int item) { gemm.tile(item); });
+  }
+  return 0;
+}
+
+extern "C" const char* ac_conv_error(int code) {
+  switch (code) {
+    case 0: return "ok";
+    case -1: return "empty tensor: n, c, h, w, f and k must all be >= 1";
+    case -2: return "kernel, stride and dilation must be >= 1 and padding >= 0";
+    case -3: return "output size does not follow from input size, kernel, stride, padding and dilation";
+    case -4: return "rows must be ascending, unique and inside [0, C*KH*KW)";
+    default: return "unknown error";
+  }
+}

@@ -1,0 +1,54 @@
+// TVM entry point: exports ac_compact_conv2d as a TVM-FFI function, so a compiled model calls it through
+// R.call_dps_packed("ac_compact_conv2d", ...) (see ac_toolchain/compile/lowering.py). Linked into model.so, with
+// compact_conv.cc built with -DAC_PARALLEL_TVM so the kernel runs on TVM's thread pool.
+//
+// Arguments: x [N, C, H, W] f32, packed weight [ceil(F/8), K, 8] f32, rows [K] i64, bias [F] f32,
+// geometry [9] i64 = (kh, kw, sh, sw, ph, pw, dh, dw, relu), y [N, F, OH, OW] f32 (written).
+#include <tvm/ffi/container/tensor.h>
+#include <tvm/ffi/error.h>
+#include <tvm/ffi/function.h>
+
+#include "ac/compact_conv.h"
+
+namespace {
+
+using tvm::ffi::TensorView;
+
+int32_t dim(const TensorView& t, int i) { return static_cast<int32_t>(t.shape()[i]); }
+
+void expect(const TensorView& t, const char* name, uint8_t code, uint8_t bits) {
+  if (t.dtype().code != code || t.dtype().bits != bits || t.dtype().lanes != 1 || !t.IsContiguous()) {
+    TVM_FFI_THROW(TypeError) << "ac_compact_conv2d: " << name << " must be a contiguous "
+                             << (code == kDLFloat ? "float" : "int") << static_cast<int>(bits) << " tensor";
+  }
+}
+
+void CompactConv2d(TensorView x, TensorView packed, TensorView rows, TensorView bias, TensorView geometry,
+                   TensorView y) {
+  if (x.ndim() != 4 || y.ndim() != 4 || rows.ndim() != 1 || geometry.ndim() != 1 || geometry.shape()[0] != 9) {
+    TVM_FFI_THROW(ValueError) << "ac_compact_conv2d: unexpected argument ranks";
+  }
+  expect(x, "x", kDLFloat, 32), expect(packed, "packed weight", kDLFloat, 32), expect(rows, "rows", kDLInt, 64);
+  expect(bias, "bias", kDLFloat, 32), expect(geometry, "geometry", kDLInt, 64), expect(y, "y", kDLFloat, 32);
+  const auto* g = static_cast<const int64_t*>(geometry.data_ptr());
+  ac_conv_shape s{dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), dim(y, 1), dim(rows, 0),
+                  static_cast<int32_t>(g[0]), static_cast<int32_t>(g[1]), static_cast<int32_t>(g[2]),
+                  static_cast<int32_t>(g[3]), static_cast<int32_t>(g[4]), static_cast<int32_t>(g[5]),
+                  static_cast<int32_t>(g[6]), static_cast<int32_t>(g[7]), dim(y, 2), dim(y, 3),
+                  static_cast<int32_t>(g[8])};
+  const int err = ac_compact_conv2d(&s, static_cast<const float*>(x.data_ptr()),
+                                    static_cast<const float*>(packed.data_ptr()),
+                                    static_cast<const int64_t*>(rows.data_ptr()),
+                                    static_cast<const float*>(bias.data_ptr()), static_cast<float*>(y.data_ptr()), 0);
+  if (err) {
+    TVM_FFI_THROW(ValueError) << "ac_compact_conv2d: " << ac_conv_error(err) << " (input " << s.n << "x" << s.c
+                              << "x" << s.h << "x" << s.w << ", output " << s.f << "x" << s.oh << "x" << s.ow
+                              << ", kernel " << s.kh << "x" << s.kw << ", stride " << s.sh << "x" << s.sw
+                              << ", padding " << s.ph << "x" << s.pw << ", dilation " << s.dh << "x" << s.dw
+                              << ", " << s.k << " rows)";
+  }
+}
+
+}  // namespace
+
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(ac_compact_conv2d, CompactConv2d);
