@@ -255,17 +255,23 @@ def compact(checkpoint: str, out: Path | None) -> None:
 @main.command(epilog="Example:  ac export runs/resnet18-x86-20261124-101500/compressed.pt --out model.onnx")
 @click.argument("checkpoint")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("model.onnx"), show_default=True)
+@click.option(
+    "--zero-columns", is_flag=True,
+    help="write column-pruned convs as plain Conv with zero columns (the form `ac compile` runs fastest)",
+)  # fmt: skip
 @handle_errors
-def export(checkpoint: str, out: Path) -> None:
+def export(checkpoint: str, out: Path, zero_columns: bool) -> None:
     """Compact CHECKPOINT and export it to ONNX; checks onnx.checker and onnxruntime against torch."""
     import torch
 
     from ac_toolchain.compact import compact as make_compact
+    from ac_toolchain.compact import expand_columns
     from ac_toolchain.export import check_with_onnxruntime, export_onnx
 
     model, cfg = _model_and_config(checkpoint, {})
     x = torch.randn(*cfg.model.input_shape)
-    path = export_onnx(make_compact(model, x).eval(), x, out)
+    small = make_compact(model, x).eval()
+    path = export_onnx(expand_columns(small) if zero_columns else small, x, out)
     console.print(f"{path}: onnxruntime vs torch max abs difference {check_with_onnxruntime(path, model, x):.2e}")
 
 
@@ -281,13 +287,18 @@ def export(checkpoint: str, out: Path) -> None:
 )
 @handle_errors
 def compile_cmd(run_or_onnx: Path, target: str, out: Path | None) -> None:
-    """Compile a run's model.onnx (or any ONNX file) with TVM into <run>/<target>/ with a manifest."""
-    from ac_toolchain.compile import get_target
-    from ac_toolchain.compile.tvm_build import compile_onnx
+    """Compile a run's model (or any ONNX file) with TVM into <run>/<target>/ with a manifest.
 
-    onnx_path = run_or_onnx / "model.onnx" if run_or_onnx.is_dir() else run_or_onnx
+    Convolutions run on the kernels/ gather-GEMM; all-zero weight columns (pruned columns) are skipped."""
+    from ac_toolchain.compile import get_target
+    from ac_toolchain.compile.tvm_build import TVM_ONNX, compile_onnx
+
+    onnx_path = run_or_onnx
+    if run_or_onnx.is_dir():
+        onnx_path = next((run_or_onnx / n for n in (TVM_ONNX, "model.onnx") if (run_or_onnx / n).is_file()),
+                         run_or_onnx / TVM_ONNX)  # fmt: skip
     if not onnx_path.is_file():
-        raise CheckpointError(f"{run_or_onnx} has no model.onnx; run `ac compress` or `ac export` first")
+        raise CheckpointError(f"{run_or_onnx} has no {TVM_ONNX} or model.onnx; run `ac compress` or `ac export` first")
     out_dir = out or onnx_path.parent / target
     manifest = compile_onnx(onnx_path, get_target(target), out_dir)
     for name, info in manifest["files"].items():

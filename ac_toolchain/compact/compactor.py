@@ -126,3 +126,16 @@ def compact(model: nn.Module, example_inputs: torch.Tensor) -> nn.Module:
         assert isinstance(bn, nn.BatchNorm2d | nn.BatchNorm1d)
         _replace(model, name, _slice_bn(bn, _kept(ids, gone)))
     return model
+
+
+def expand_columns(model: nn.Module) -> nn.Module:
+    """A copy of a compact model with every ``CompactConv2d`` written as a plain conv with zero columns.
+
+    Same outputs. This is the form the TVM build imports: its lowering gives each conv's non-zero columns to the
+    gather-GEMM kernel, so the compiled model keeps the column pruning without TVM knowing ``CompactConv2d``.
+    """
+    out = copy.deepcopy(model)
+    for name, module in list(out.named_modules()):
+        if isinstance(module, CompactConv2d):
+            out.set_submodule(name, module.to_conv2d())
+    return out

@@ -72,6 +72,20 @@ class CompactConv2d(nn.Module):
         w = self.weight.reshape(self.out_channels, -1, 1, 1)  # [F, K', 1, 1]
         return nn.functional.conv2d(cols, w, self.bias)  # [N, F, Ho, Wo]
 
+    def to_conv2d(self) -> nn.Conv2d:
+        """The same layer as a plain ``nn.Conv2d`` whose pruned columns are zeros (what compilers import: the
+        TVM build turns the zero columns back into kept rows of the gather-GEMM kernel)."""
+        kh, kw = self.kernel_size
+        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,  # type: ignore[arg-type]
+                         self.dilation, bias=self.bias is not None)  # type: ignore[arg-type]  # fmt: skip
+        full = torch.zeros(self.out_channels, kh * kw * self.in_channels)
+        full[:, self.index] = self.weight.detach()  # type: ignore[index]
+        order = tap_major_rows(self.in_channels, kh, kw)  # (c, kh, kw) -> tap-major row
+        conv.weight.data.copy_(full[:, order].reshape_as(conv.weight))
+        if self.bias is not None and conv.bias is not None:
+            conv.bias.data.copy_(self.bias.detach())
+        return conv
+
     def extra_repr(self) -> str:
         k = int(self.index.numel())  # type: ignore[operator]
         total = self.in_channels * self.kernel_size[0] * self.kernel_size[1]

@@ -7,9 +7,12 @@ following per-channel bias ``add`` and ``relu`` when present, becomes
 entry (kernels/src/tvm_entry.cc) are compiled for the target and linked into model.so. Depthwise and other
 grouped convolutions stay with TVM.
 
-The pointwise conv of a ``CompactConv2d`` is routed too; its gather (the per-tap Pad / Slice / Gather / Concat
-of the ONNX graph) still runs as TVM code. Fusing that gather into the kernel (rows = the kept columns, which
-the kernel supports) needs the compact layer to reach TVM as one node, and is not done yet.
+All-zero weight columns are pruned columns: the kernel gets only the non-zero ones as its kept rows, so a
+column-pruned conv runs as the compact gather-GEMM. That is why the compile stage imports the compact model
+with its ``CompactConv2d`` layers written as plain convs with zero columns (``compact.expand_columns``,
+``model.tvm.onnx``): TVM then sees ordinary convs, and the kernel does the gather. (``CompactConv2d``'s own
+ONNX form, Pad / Slice / Gather / Concat / 1x1 Conv, also compiles, but its gathers then run as unscheduled TVM
+code: that is the form for onnxruntime.)
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def _bias(add: Any, conv: Any, channels: int) -> np.ndarray | None:
     return value.reshape(channels).astype(np.float32)
 
 
-def _to_kernel(conv: Any, add: Any, relu: bool) -> Any:
+def _to_kernel(conv: Any, add: Any, relu: bool, stats: list[tuple[int, int]]) -> Any:
     """The call_dps_packed that replaces conv (+ add) (+ relu), or None when the kernel cannot take it."""
     from tvm import relax
 
@@ -67,24 +70,26 @@ def _to_kernel(conv: Any, add: Any, relu: bool) -> Any:
     if geometry is None or bias is None:
         return None
     matrix = weight.transpose(0, 2, 3, 1).reshape(f, kh * kw * c)  # tap-major columns, r = (i*KW + j)*C + c
-    args = [conv.args[0], relax.const(native.pack_weights(matrix)), relax.const(np.arange(kh * kw * c), "int64"),
+    rows = np.flatnonzero(np.any(matrix != 0, axis=0))  # pruned (all-zero) columns are skipped, not multiplied
+    rows = rows if len(rows) else np.zeros(1, np.int64)  # an all-zero conv still needs one row: its output is bias
+    args = [conv.args[0], relax.const(native.pack_weights(matrix[:, rows])), relax.const(rows, "int64"),
             relax.const(bias), relax.const(geometry, "int64")]  # fmt: skip
+    stats.append((len(rows), matrix.shape[1]))
     return relax.call_dps_packed(PACKED_FUNC, args, out_ty=relax.TensorType(conv.ty.shape, "float32"))
 
 
-def route_convolutions(mod: Any) -> tuple[Any, int]:
-    """Rewrite the module's convolutions to the kernel; returns the module and how many were rewritten."""
+def route_convolutions(mod: Any) -> tuple[Any, list[tuple[int, int]]]:
+    """Rewrite the module's convolutions to the kernel; returns the module and (kept rows, rows) per rewrite."""
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
     conv = is_op("relax.nn.conv2d")(wildcard(), is_const())
     add = is_op("relax.add")(conv, is_const()) | is_op("relax.add")(is_const(), conv)
-    counted = [0]
+    stats: list[tuple[int, int]] = []
 
     def rewriter(has_add: bool, has_relu: bool) -> Any:
         def rewrite(expr: Any, matches: dict[Any, Any]) -> Any:
-            new = _to_kernel(matches[conv], matches[add] if has_add else None, has_relu)
-            counted[0] += new is not None
+            new = _to_kernel(matches[conv], matches[add] if has_add else None, has_relu, stats)
             return expr if new is None else new
 
         return rewrite
@@ -99,7 +104,7 @@ def route_convolutions(mod: Any) -> tuple[Any, int]:
             for pattern, rewrite in patterns:
                 func = rewrite_call(pattern, rewrite, func)
             mod[name] = func
-    return mod, counted[0]
+    return mod, stats
 
 
 def kernel_objects(target: Target) -> list[Path]:

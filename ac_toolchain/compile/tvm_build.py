@@ -28,6 +28,7 @@ from ac_toolchain.compile.lowering import kernel_objects, route_convolutions
 from ac_toolchain.compile.targets import Target
 from ac_toolchain.errors import TargetError
 
+TVM_ONNX = "model.tvm.onnx"  # a run's compact model with column-pruned convs as zero columns (expand_columns)
 INSTALL_HINT = "install it with: bash scripts/install-system-deps.sh (Debian: apt-get install g++-aarch64-linux-gnu)"
 
 
@@ -148,10 +149,10 @@ def compile_onnx(onnx_path: Path, target: Target, out_dir: Path) -> dict[str, An
     out_dir.mkdir(parents=True, exist_ok=True)
     with quiet_native_stderr():
         mod = from_onnx(model, keep_params_in_input=False)
-        routed, addons = 0, []
+        routed: list[tuple[int, int]] = []
         if target.kernel_flags is not None:
             mod, routed = route_convolutions(mod)
-            addons = kernel_objects(target) if routed else []
+        addons = kernel_objects(target) if routed else []
         if target.link == "source":
             mod = _gpu_schedules(mod, tvm_target)
         files = _export(tvm.compile(mod, target=tvm_target), target, out_dir, addons)
@@ -159,9 +160,10 @@ def compile_onnx(onnx_path: Path, target: Target, out_dir: Path) -> dict[str, An
         "target": target.name, "tvm_target": str(tvm_target), "tvm_version": tvm.__version__,
         "source_onnx": str(onnx_path), **_io(model),
         "files": {f.name: {"sha256": _sha256(f), "bytes": f.stat().st_size} for f in files},
-        "schedules": f"{routed} convolutions on the kernels/ gather-GEMM; other ops: default relax pipeline"
+        "schedules": f"{len(routed)} convolutions on the kernels/ gather-GEMM; other ops: default relax pipeline"
         if target.link != "source" else "dlight generic GPU rules",
-        "kernel_convolutions": routed,
+        "kernel_convolutions": len(routed),
+        "kernel_rows": {"kept": sum(k for k, _ in routed), "total": sum(t for _, t in routed)},
         "build_seconds": round(time.perf_counter() - start, 3),
         "command": " ".join(sys.argv),
     }  # fmt: skip

@@ -2,7 +2,7 @@
 //
 // Two parallel phases per image: (1) gather the kept im2col rows into cols[K][P] (zero padding included; rows of
 // stride-1 taps are memcpy'd), (2) multiply the pre-packed weights with cols in tiles of OC channels x NT pixels,
-// K in blocks of KC, by an MR x NR register-blocked micro-kernel, adding bias and ReLU when a tile is stored. The micro-kernel uses
+// K in blocks of KC, by an MR x W register-blocked micro-kernel, adding bias and ReLU when a tile is stored. The micro-kernel uses
 // GCC/Clang vector extensions: they compile to NEON fmla on aarch64 and to SSE/AVX FMAs on x86, from one source.
 // Tiles run in parallel on OpenMP threads (standalone library) or on TVM's thread pool (AC_PARALLEL_TVM, when the
 // kernel is linked into a compiled model), so the kernel never competes with the runtime's own workers.
@@ -21,20 +21,19 @@
 
 namespace {
 
-// MR x NR register tile: MR accumulators of NR floats, plus the B vector, must fit the vector registers and hide
-// the FMA latency. MR is fixed (it is the packed-weight layout, shared by every build); NR follows the ISA:
-// AVX-512 8 x 1 zmm, AVX2 8 x 1 ymm, NEON 8 x 2 q (16 of its 32 registers).
+// MR x W register tile: MR accumulators of W floats, plus the B vectors, must fit the vector registers and keep
+// the FMA ports busier than the load ports (each step loads W/lanes B vectors and broadcasts MR weights). MR is
+// fixed: it is the packed-weight layout, shared by every build. W follows the ISA: AVX-512 8 x 32 (16 zmm
+// accumulators) where a tile has 32 pixels, else 8 x 16; AVX2 and NEON 8 x 8 (8 ymm / 16 q accumulators).
 constexpr int MR = AC_CONV_MR;
 #if defined(__AVX512F__)
-constexpr int NR = 16;
+constexpr int NR = 16, WIDE = 2;  // W = WIDE * NR where a tile allows it
 #else
-constexpr int NR = 8;
+constexpr int NR = 8, WIDE = 1;
 #endif
-constexpr int NT = 64;      // output pixels per tile (multiple of NR)
+constexpr int NT = 64;      // output pixels per tile (multiple of WIDE * NR)
 constexpr int OC = 8 * MR;  // output channels per tile
 constexpr int KC = 256;     // kept rows per K block (the weight block KC x MR stays in L1)
-
-typedef float vec_t __attribute__((vector_size(NR * sizeof(float))));
 
 inline int round_up(int v, int m) { return (v + m - 1) / m * m; }
 inline int floor_div(int a, int b) { return a / b - (a % b != 0 && (a < 0) != (b < 0)); }
@@ -108,12 +107,30 @@ void gather_row(const ac_conv_shape& s, const float* x, int64_t row, int ld, flo
 
 // ---- phase 2: y[F, P] = act(bias + wpack . cols), in tiles of OC channels x NT pixels ----
 
-// acc[r] += sum_k a[k][r] * b[k][0..NR)
-inline void micro_kernel(int kc, const float* a, const float* b, int ldb, vec_t acc[MR]) {
+typedef float vec_t __attribute__((vector_size(NR * sizeof(float))));  // one native-width vector group
+typedef float vec_u __attribute__((vector_size(NR * sizeof(float)), aligned(4), may_alias));  // unaligned view
+
+inline vec_t load(const float* p) { return *reinterpret_cast<const vec_u*>(p); }
+inline void store(float* p, vec_t v) { *reinterpret_cast<vec_u*>(p) = v; }
+
+// t[r][0..V*NR) += sum_k a[k][r] * b[k][0..V*NR) for r < MR: V vectors of NR floats per row, as separate
+// accumulators (a single 2*NR-float vector type, or memcpy into the array, makes GCC keep them in memory); t and
+// b have row strides ldt and ldb.
+template <int V>
+inline void micro_kernel(int kc, const float* a, const float* b, int ldb, float* t, int ldt) {
+  vec_t acc[MR][V];
+  for (int r = 0; r < MR; ++r) {
+    for (int v = 0; v < V; ++v) acc[r][v] = load(t + r * ldt + v * NR);
+  }
   for (int k = 0; k < kc; ++k) {
-    vec_t bv;
-    std::memcpy(&bv, b + static_cast<size_t>(k) * ldb, sizeof(bv));
-    for (int r = 0; r < MR; ++r) acc[r] += a[k * MR + r] * bv;
+    vec_t bv[V];
+    for (int v = 0; v < V; ++v) bv[v] = load(b + static_cast<size_t>(k) * ldb + v * NR);
+    for (int r = 0; r < MR; ++r) {
+      for (int v = 0; v < V; ++v) acc[r][v] += a[k * MR + r] * bv[v];
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    for (int v = 0; v < V; ++v) store(t + r * ldt + v * NR, acc[r][v]);
   }
 }
 
@@ -138,11 +155,10 @@ struct Gemm {
       const float* b = cols + static_cast<size_t>(k0) * ld + p0;
       for (int r0 = 0; r0 < mf; r0 += MR) {
         const float* a = wpack + (static_cast<size_t>((f0 + r0) / MR) * s.k + k0) * MR;
-        for (int q0 = 0; q0 < nt; q0 += NR) {
-          vec_t acc[MR];
-          for (int r = 0; r < MR; ++r) std::memcpy(&acc[r], t + (r0 + r) * nt + q0, sizeof(vec_t));
-          micro_kernel(kc, a, b + q0, ld, acc);
-          for (int r = 0; r < MR; ++r) std::memcpy(t + (r0 + r) * nt + q0, &acc[r], sizeof(vec_t));
+        if (nt % (WIDE * NR) == 0) {
+          for (int q0 = 0; q0 < nt; q0 += WIDE * NR) micro_kernel<WIDE>(kc, a, b + q0, ld, t + r0 * nt + q0, nt);
+        } else {
+          for (int q0 = 0; q0 < nt; q0 += NR) micro_kernel<1>(kc, a, b + q0, ld, t + r0 * nt + q0, nt);
         }
       }
     }

@@ -5,7 +5,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ac_toolchain.compact import CompactConv2d, compact
+from ac_toolchain.compact import CompactConv2d, compact, expand_columns
 from ac_toolchain.count import count
 from ac_toolchain.prune import SCHEMES, prune
 from tests.nets import BLOCKS, RandomNet, randomise_bn
@@ -82,3 +82,19 @@ def test_one_column_and_all_columns() -> None:
     assert (CompactConv2d(masked, one)(x) - masked(x)).abs().max() <= 1e-5
     every = torch.ones(27, dtype=torch.bool)
     assert (CompactConv2d(conv, every)(x) - conv(x)).abs().max() <= 1e-5
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=nets, rate=st.floats(0.3, 0.95))
+def test_expand_columns_gives_plain_convs_with_the_same_outputs(spec: tuple[list[str], list[int], int], rate: float):
+    net = _build(spec)
+    prune(net, X, rate, "filter+column")
+    small = compact(net, X).eval()
+    wide = expand_columns(small).eval()
+    assert not any(isinstance(m, CompactConv2d) for m in wide.modules())
+    assert _max_diff(small, wide) <= 1e-5
+    for name, m in small.named_modules():  # the kept columns are exactly the non-zero columns of the plain conv
+        if isinstance(m, CompactConv2d):
+            plain = wide.get_submodule(name).weight.detach()
+            assert int(plain.reshape(m.out_channels, -1).ne(0).any(0).sum()) <= int(m.index.numel())
+            assert int(plain.ne(0).sum()) == int(m.weight.ne(0).sum())

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 import torch
 
 import ac_toolchain as ac
-from ac_toolchain.compact import compact
+from ac_toolchain.compact import compact, expand_columns
 from ac_toolchain.compile import get_target
 from ac_toolchain.compile.tvm_build import compile_onnx, load_host_module
 from ac_toolchain.errors import TargetError
@@ -28,6 +29,17 @@ def pruned(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, P
     ac.prune(model, x, 0.6, "filter+column")
     path = export_onnx(compact(model, x).eval(), x, tmp_path_factory.mktemp("onnx") / "model.onnx")
     return model, path
+
+
+@pytest.fixture(scope="module")
+def zero_columns(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
+    """The same kind of model in the form the compile stage imports: column-pruned convs as zero columns."""
+    torch.manual_seed(1)
+    x = torch.randn(1, 1, 28, 28)
+    model = ac.build_model("lenet5", num_classes=10, in_channels=1, input_size=(28, 28)).eval()
+    ac.prune(model, x, 0.6, "filter+column")
+    small = expand_columns(compact(model, x).eval())
+    return model, export_onnx(small, x, tmp_path_factory.mktemp("onnx") / "model.tvm.onnx")
 
 
 def elf_machine(path: Path) -> int:
@@ -54,6 +66,22 @@ def test_x86_build_matches_torch_and_manifest_is_complete(pruned: tuple, tmp_pat
     assert manifest["command"]
     convs = [n for n in onnx.load(str(onnx_path)).graph.node if n.op_type == "Conv"]
     assert manifest["kernel_convolutions"] == len(convs) > 0  # every conv runs on the kernels/ gather-GEMM
+
+
+def test_zero_columns_become_the_kernels_kept_rows(zero_columns: tuple, tmp_path: Path) -> None:
+    model, onnx_path = zero_columns
+    manifest = compile_onnx(onnx_path, get_target("x86"), tmp_path)
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(onnx_path)).graph.initializer}
+    convs = [n for n in onnx.load(str(onnx_path)).graph.node if n.op_type == "Conv"]
+    columns = [weights[n.input[1]].transpose(0, 2, 3, 1).reshape(weights[n.input[1]].shape[0], -1) for n in convs]
+    nonzero = sum(int(np.any(c != 0, axis=0).sum()) for c in columns)
+    assert manifest["kernel_rows"] == {"kept": nonzero, "total": sum(c.shape[1] for c in columns)}
+    assert nonzero < manifest["kernel_rows"]["total"]  # columns really were skipped
+    x = np.random.default_rng(1).standard_normal((2, 1, 1, 28, 28)).astype("float32")
+    run = load_host_module(tmp_path)
+    for xi in x:
+        with torch.no_grad():
+            assert np.abs(run(xi) - model(torch.from_numpy(xi)).numpy()).max() <= 1e-4
 
 
 def test_arm64_cross_compiles_to_an_aarch64_library(pruned: tuple, tmp_path: Path) -> None:
