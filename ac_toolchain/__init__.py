@@ -12,9 +12,20 @@ from __future__ import annotations
 import importlib
 import sys
 import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ac_toolchain.errors import ACError, CheckpointError, ConfigError, DataError, ModelError, TargetError
+
+if TYPE_CHECKING:  # what type checkers see; at run time the verbs load on first use (__getattr__ below)
+    from ac_toolchain.compact import compact
+    from ac_toolchain.compress import compress
+    from ac_toolchain.config import resolve as resolve_config
+    from ac_toolchain.count import count
+    from ac_toolchain.data import load_dataset
+    from ac_toolchain.export import export_onnx
+    from ac_toolchain.graph import trace
+    from ac_toolchain.prune import prune, uniform_prune
+    from ac_toolchain.zoo import build_model
 
 __version__ = "0.1.0"
 
@@ -30,7 +41,11 @@ _VERBS = {
     "export_onnx": "ac_toolchain.export",
     "resolve_config": "ac_toolchain.config",
 }
-__all__ = ["ACError", "CheckpointError", "ConfigError", "DataError", "ModelError", "TargetError", *_VERBS]
+__all__ = [
+    "ACError", "CheckpointError", "ConfigError", "DataError", "ModelError", "TargetError",
+    "build_model", "compact", "compress", "count", "export_onnx", "load_dataset", "prune", "resolve_config", "trace",
+    "uniform_prune",
+]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

@@ -22,3 +22,10 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
 
     with pytest.raises(AttributeError, match="no_such_verb"):
         ac.no_such_verb  # noqa: B018
+
+
+def test_every_lazy_verb_is_public_and_resolves() -> None:
+    import ac_toolchain as ac
+
+    assert set(ac._VERBS) <= set(ac.__all__)
+    assert all(callable(getattr(ac, name)) for name in ac._VERBS)
