@@ -1,9 +1,12 @@
 // Gather-GEMM convolution over the kept im2col rows (see include/ac/compact_conv.h for the layout).
 //
-// Two parallel phases per image: (1) gather the kept im2col rows into cols[K][P] (zero padding included; rows of
-// stride-1 taps are memcpy'd), (2) multiply the pre-packed weights with cols in tiles of OC channels x NT pixels,
-// K in blocks of KC, by an MR x W register-blocked micro-kernel, adding bias and ReLU when a tile is stored. The micro-kernel uses
-// GCC/Clang vector extensions: they compile to NEON fmla on aarch64 and to SSE/AVX FMAs on x86, from one source.
+// Per image, per tile of NT output pixels: gather the kept im2col rows of those pixels into a contiguous panel
+// [K][NT] (zero padding included; rows of stride-1 taps are memcpy'd; walking a [K][P] matrix instead, a stride
+// of 4 KiB put every row in the same L1 set), then multiply the pre-packed weights with it in blocks of OC
+// channels, K in blocks of KC, by an MR x W register-blocked micro-kernel, adding bias and ReLU when a block is
+// stored. With many tiles each thread gathers its own panels (hot in cache); deep layers with few pixels gather
+// every panel first and share out (tile, channel block) pairs. The micro-kernel uses GCC/Clang vector
+// extensions: they compile to NEON fmla on aarch64 and to AVX FMAs on x86, from one source.
 // Tiles run in parallel on OpenMP threads (standalone library) or on TVM's thread pool (AC_PARALLEL_TVM, when the
 // kernel is linked into a compiled model), so the kernel never competes with the runtime's own workers.
 #include "ac/compact_conv.h"
@@ -34,6 +37,8 @@ constexpr int NR = 8, WIDE = 1;
 constexpr int NT = 64;      // output pixels per tile (multiple of WIDE * NR)
 constexpr int OC = 8 * MR;  // output channels per tile
 constexpr int KC = 256;     // kept rows per K block (the weight block KC x MR stays in L1)
+constexpr int kFusedTiles = 8;    // from this many pixel tiles on, each tile gathers its own panel
+constexpr int kGatherRows = 128;  // otherwise panels are gathered in parallel chunks of this many rows
 
 inline int round_up(int v, int m) { return (v + m - 1) / m * m; }
 inline int floor_div(int a, int b) { return a / b - (a % b != 0 && (a < 0) != (b < 0)); }
@@ -73,36 +78,47 @@ void parallel_for(int items, int threads, const Fn& fn) {
 #endif
 }
 
-// ---- phase 1: gather the kept im2col rows into cols[K][P_pad] ----
+// ---- phase 1: gather the kept im2col rows into cols[P_pad/nt][K][nt] ----
 
 // out[q] = line[(ox0 + q) * stride + base] for q < span, zero where that falls outside [0, width).
 inline void gather_line(const float* line, int width, int ox0, int span, int stride, int base, float* out) {
   const int lo = std::clamp(ceil_div(-base, stride) - ox0, 0, span);                   // first q inside the image
   const int hi = std::clamp(floor_div(width - 1 - base, stride) + 1 - ox0, lo, span);  // one past the last
-  std::memset(out, 0, sizeof(float) * lo);
+  // plain loops, not memcpy / memset: spans are often a few floats (deep layers), where a call costs more
+  for (int q = 0; q < lo; ++q) out[q] = 0.0f;
   const float* src = line + (ox0 + lo) * stride + base;
   if (stride == 1) {
-    std::memcpy(out + lo, src, sizeof(float) * (hi - lo));
+    for (int q = lo; q < hi; ++q) out[q] = src[q - lo];
   } else {
     for (int q = lo; q < hi; ++q) out[q] = src[(q - lo) * stride];
   }
-  std::memset(out + hi, 0, sizeof(float) * (span - hi));
+  for (int q = hi; q < span; ++q) out[q] = 0.0f;
 }
 
-void gather_row(const ac_conv_shape& s, const float* x, int64_t row, int ld, float* dst) {
+// Row `row` of the im2col matrix for output pixels [p0, p0 + np), into out[0, nt) (zeros past np).
+void gather_pixels(const ac_conv_shape& s, const float* x, int64_t row, int p0, int np, int nt, float* out) {
   const int tap = static_cast<int>(row / s.c), c = static_cast<int>(row % s.c);
   const int i = tap / s.kw, j = tap % s.kw;
   const float* plane = x + static_cast<size_t>(c) * s.h * s.w;
-  for (int oy = 0; oy < s.oh; ++oy) {
+  for (int p = p0; p < p0 + np;) {
+    const int oy = p / s.ow, ox0 = p % s.ow, span = std::min(s.ow - ox0, p0 + np - p);
     const int iy = oy * s.sh - s.ph + i * s.dh;
-    float* out = dst + static_cast<size_t>(oy) * s.ow;
+    float* dst = out + (p - p0);
     if (iy < 0 || iy >= s.h) {
-      std::memset(out, 0, sizeof(float) * s.ow);
+      std::memset(dst, 0, sizeof(float) * span);
     } else {
-      gather_line(plane + static_cast<size_t>(iy) * s.w, s.w, 0, s.ow, s.sw, j * s.dw - s.pw, out);
+      gather_line(plane + static_cast<size_t>(iy) * s.w, s.w, ox0, span, s.sw, j * s.dw - s.pw, dst);
     }
+    p += span;
   }
-  std::memset(dst + s.oh * s.ow, 0, sizeof(float) * (ld - s.oh * s.ow));
+  std::memset(out + np, 0, sizeof(float) * (nt - np));
+}
+
+// Rows [k0, k1) of the panel [K][nt] of pixel tile `tile`.
+void gather_panel(const ac_conv_shape& s, const float* x, const int64_t* rows, int tile, int nt, int k0, int k1,
+                  float* panel) {
+  const int p0 = tile * nt, np = std::min(nt, s.oh * s.ow - p0);
+  for (int k = k0; k < k1; ++k) gather_pixels(s, x, rows[k], p0, np, nt, panel + static_cast<size_t>(k) * nt);
 }
 
 // ---- phase 2: y[F, P] = act(bias + wpack . cols), in tiles of OC channels x NT pixels ----
@@ -138,27 +154,27 @@ struct Gemm {
   const ac_conv_shape& s;
   const float* wpack;  // [ceil(F/MR)][K][MR]
   const float* bias;   // [F] or null
-  const float* cols;   // [K][ld]
   float* y;            // [F][P]
-  int ld, nt, tiles_p;
+  int nt, tiles_p;
 
-  void tile(int item) const {
+  // Output channels [f_chunk * OC, +OC) of pixel tile p_tile, from that tile's panel [K][nt].
+  void tile(int p_tile, int f_chunk, const float* panel) const {
     thread_local std::vector<float> acc_tile;
     acc_tile.resize(static_cast<size_t>(OC) * nt);
     float* t = acc_tile.data();
     const int pixels = s.oh * s.ow;
-    const int p0 = (item % tiles_p) * nt, f0 = (item / tiles_p) * OC;
+    const int p0 = p_tile * nt, f0 = f_chunk * OC;
     const int np = std::min(nt, pixels - p0), nf = std::min(OC, s.f - f0), mf = round_up(nf, MR);
     for (int r = 0; r < mf; ++r) std::fill_n(t + r * nt, nt, (bias && r < nf) ? bias[f0 + r] : 0.0f);
     for (int k0 = 0; k0 < s.k; k0 += KC) {
       const int kc = std::min(KC, s.k - k0);
-      const float* b = cols + static_cast<size_t>(k0) * ld + p0;
+      const float* b = panel + static_cast<size_t>(k0) * nt;
       for (int r0 = 0; r0 < mf; r0 += MR) {
         const float* a = wpack + (static_cast<size_t>((f0 + r0) / MR) * s.k + k0) * MR;
         if (nt % (WIDE * NR) == 0) {
-          for (int q0 = 0; q0 < nt; q0 += WIDE * NR) micro_kernel<WIDE>(kc, a, b + q0, ld, t + r0 * nt + q0, nt);
+          for (int q0 = 0; q0 < nt; q0 += WIDE * NR) micro_kernel<WIDE>(kc, a, b + q0, nt, t + r0 * nt + q0, nt);
         } else {
-          for (int q0 = 0; q0 < nt; q0 += NR) micro_kernel<1>(kc, a, b + q0, ld, t + r0 * nt + q0, nt);
+          for (int q0 = 0; q0 < nt; q0 += NR) micro_kernel<1>(kc, a, b + q0, nt, t + r0 * nt + q0, nt);
         }
       }
     }
@@ -204,19 +220,31 @@ extern "C" int ac_compact_conv2d(const ac_conv_shape* s, const float* x, const f
   const int pixels = s->oh * s->ow;
   const int nt = std::min(NT, round_up(pixels, NR));
   const int ld = round_up(pixels, nt);
-  thread_local std::vector<float> cols;  // grows to the largest layer, then stays
-  cols.resize(static_cast<size_t>(s->k) * ld);
+  const int tiles_p = ld / nt, chunks_f = (s->f + OC - 1) / OC;
+  const size_t panel = static_cast<size_t>(s->k) * nt;
+  thread_local std::vector<float> cols;  // all panels (two-phase path); grows to the largest layer, then stays
+  if (tiles_p < kFusedTiles) cols.resize(panel * tiles_p);
   float* const buf = cols.data();  // the lambdas run on other threads: they must not name the thread_local
   for (int n = 0; n < s->n; ++n) {
     const float* xn = x + static_cast<size_t>(n) * s->c * s->h * s->w;
-    constexpr int kRowsPerItem = 16;
-    parallel_for((s->k + kRowsPerItem - 1) / kRowsPerItem, threads, [&](int item) {
-      for (int k = item * kRowsPerItem; k < std::min(s->k, (item + 1) * kRowsPerItem); ++k) {
-        gather_row(*s, xn, rows[k], ld, buf + static_cast<size_t>(k) * ld);
-      }
-    });
-    const Gemm gemm{*s, wpack, bias, buf, y + static_cast<size_t>(n) * s->f * pixels, ld, nt, ld / nt};
-    parallel_for(gemm.tiles_p * ((s->f + OC - 1) / OC), threads, [&](int item) { gemm.tile(item); });
+    const Gemm gemm{*s, wpack, bias, y + static_cast<size_t>(n) * s->f * pixels, nt, tiles_p};
+    if (tiles_p >= kFusedTiles) {  // enough pixel tiles to share out: each gathers its own panel, hot in cache
+      parallel_for(tiles_p, threads, [&](int p_tile) {
+        thread_local std::vector<float> own;
+        own.resize(panel);
+        gather_panel(*s, xn, rows, p_tile, nt, 0, s->k, own.data());
+        for (int f_chunk = 0; f_chunk < chunks_f; ++f_chunk) gemm.tile(p_tile, f_chunk, own.data());
+      });
+    } else {  // few pixels (deep layers): gather every panel first, then share out channel chunks too
+      const int k_chunks = (s->k + kGatherRows - 1) / kGatherRows;
+      parallel_for(tiles_p * k_chunks, threads, [&](int item) {
+        const int p_tile = item / k_chunks, k0 = (item % k_chunks) * kGatherRows;
+        gather_panel(*s, xn, rows, p_tile, nt, k0, std::min(s->k, k0 + kGatherRows), buf + p_tile * panel);
+      });
+      parallel_for(tiles_p * chunks_f, threads, [&](int item) {
+        gemm.tile(item % tiles_p, item / tiles_p, buf + (item % tiles_p) * panel);
+      });
+    }
   }
   return 0;
 }
