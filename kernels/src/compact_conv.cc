@@ -5,7 +5,8 @@
 // of 4 KiB put every row in the same L1 set), then multiply the pre-packed weights with it in blocks of OC
 // channels, K in blocks of KC, by an MR x W register-blocked micro-kernel, adding bias and ReLU when a block is
 // stored. With many tiles each thread gathers its own panels (hot in cache); deep layers with few pixels gather
-// every panel first and share out (tile, channel block) pairs. The micro-kernel uses GCC/Clang vector
+// every panel first and share out (tile, channel block) pairs. Dense-enough stride-1 convs gather nothing
+// (implicit GEMM, see conv_implicit). The micro-kernel uses GCC/Clang vector
 // extensions: they compile to NEON fmla on aarch64 and to AVX FMAs on x86, from one source.
 // Tiles run in parallel on OpenMP threads (standalone library) or on TVM's thread pool (AC_PARALLEL_TVM, when the
 // kernel is linked into a compiled model), so the kernel never competes with the runtime's own workers.
@@ -129,18 +130,34 @@ typedef float vec_u __attribute__((vector_size(NR * sizeof(float)), aligned(4), 
 inline vec_t load(const float* p) { return *reinterpret_cast<const vec_u*>(p); }
 inline void store(float* p, vec_t v) { *reinterpret_cast<vec_u*>(p) = v; }
 
-// t[r][0..V*NR) += sum_k a[k][r] * b[k][0..V*NR) for r < MR: V vectors of NR floats per row, as separate
-// accumulators (a single 2*NR-float vector type, or memcpy into the array, makes GCC keep them in memory); t and
-// b have row strides ldt and ldb.
-template <int V>
-inline void micro_kernel(int kc, const float* a, const float* b, int ldb, float* t, int ldt) {
+// Where the micro-kernel reads row k of B (V*NR consecutive floats): a gathered panel, or -- for stride-1 convs --
+// the zero-padded input itself, row k starting at a fixed offset (implicit GEMM: nothing is gathered).
+struct PanelRows {
+  const float* b;
+  int ld;
+  const float* row(int k) const { return b + static_cast<size_t>(k) * ld; }
+  PanelRows at(int k0, int q0) const { return {b + static_cast<size_t>(k0) * ld + q0, ld}; }
+};
+
+struct ShiftedRows {
+  const float* base;    // padded input + first virtual pixel
+  const int64_t* off;   // per kept row: c*Hp*Wp + i*dh*Wp + j*dw
+  const float* row(int k) const { return base + off[k]; }
+  ShiftedRows at(int k0, int q0) const { return {base + q0, off + k0}; }
+};
+
+// t[r][0..V*NR) += sum_k a[k][r] * B(k)[0..V*NR) for r < MR: V vectors of NR floats per row, as separate
+// accumulators (a single 2*NR-float vector type, or memcpy into the array, makes GCC keep them in memory).
+template <int V, typename Rows>
+inline void micro_kernel(int kc, const float* a, Rows b, float* t, int ldt) {
   vec_t acc[MR][V];
   for (int r = 0; r < MR; ++r) {
     for (int v = 0; v < V; ++v) acc[r][v] = load(t + r * ldt + v * NR);
   }
   for (int k = 0; k < kc; ++k) {
+    const float* row = b.row(k);
     vec_t bv[V];
-    for (int v = 0; v < V; ++v) bv[v] = load(b + static_cast<size_t>(k) * ldb + v * NR);
+    for (int v = 0; v < V; ++v) bv[v] = load(row + v * NR);
     for (int r = 0; r < MR; ++r) {
       for (int v = 0; v < V; ++v) acc[r][v] += a[k * MR + r] * bv[v];
     }
@@ -150,42 +167,47 @@ inline void micro_kernel(int kc, const float* a, const float* b, int ldb, float*
   }
 }
 
+// Output pixels are addressed as virtual pixels q = oy * wq + ox of a grid wq wide (wq = OW for gathered panels;
+// wq = the padded input width for the implicit path, whose columns ox >= OW are computed and dropped).
 struct Gemm {
   const ac_conv_shape& s;
   const float* wpack;  // [ceil(F/MR)][K][MR]
   const float* bias;   // [F] or null
-  float* y;            // [F][P]
-  int nt, tiles_p;
+  float* y;            // [F][OH*OW]
+  int nt, wq;
 
-  // Output channels [f_chunk * OC, +OC) of pixel tile p_tile, from that tile's panel [K][nt].
-  void tile(int p_tile, int f_chunk, const float* panel) const {
+  // Output channels [f_chunk * OC, +OC) of virtual pixels [q0, q0 + nt), reading B from `rows`.
+  template <typename Rows>
+  void tile(int q0, int f_chunk, Rows rows) const {
     thread_local std::vector<float> acc_tile;
     acc_tile.resize(static_cast<size_t>(OC) * nt);
     float* t = acc_tile.data();
-    const int pixels = s.oh * s.ow;
-    const int p0 = p_tile * nt, f0 = f_chunk * OC;
-    const int np = std::min(nt, pixels - p0), nf = std::min(OC, s.f - f0), mf = round_up(nf, MR);
+    const int f0 = f_chunk * OC, nf = std::min(OC, s.f - f0), mf = round_up(nf, MR);
     for (int r = 0; r < mf; ++r) std::fill_n(t + r * nt, nt, (bias && r < nf) ? bias[f0 + r] : 0.0f);
     for (int k0 = 0; k0 < s.k; k0 += KC) {
       const int kc = std::min(KC, s.k - k0);
-      const float* b = panel + static_cast<size_t>(k0) * nt;
       for (int r0 = 0; r0 < mf; r0 += MR) {
         const float* a = wpack + (static_cast<size_t>((f0 + r0) / MR) * s.k + k0) * MR;
         if (nt % (WIDE * NR) == 0) {
-          for (int q0 = 0; q0 < nt; q0 += WIDE * NR) micro_kernel<WIDE>(kc, a, b + q0, nt, t + r0 * nt + q0, nt);
+          for (int c = 0; c < nt; c += WIDE * NR) micro_kernel<WIDE>(kc, a, rows.at(k0, c), t + r0 * nt + c, nt);
         } else {
-          for (int q0 = 0; q0 < nt; q0 += NR) micro_kernel<1>(kc, a, b + q0, nt, t + r0 * nt + q0, nt);
+          for (int c = 0; c < nt; c += NR) micro_kernel<1>(kc, a, rows.at(k0, c), t + r0 * nt + c, nt);
         }
       }
     }
-    for (int r = 0; r < nf; ++r) {
-      const float* src = t + r * nt;
-      float* dst = y + static_cast<size_t>(f0 + r) * pixels + p0;
-      if (s.relu) {
-        for (int q = 0; q < np; ++q) dst[q] = src[q] > 0.0f ? src[q] : 0.0f;
-      } else {
-        std::memcpy(dst, src, sizeof(float) * np);
+    store_tile(q0, f0, nf, t);
+  }
+
+  void store_tile(int q0, int f0, int nf, const float* t) const {
+    const int q_end = std::min(q0 + nt, s.oh * wq);
+    for (int q = q0; q < q_end;) {  // one output row segment at a time
+      const int oy = q / wq, ox = q % wq, span = std::min(wq - ox, q_end - q), valid = std::min(span, s.ow - ox);
+      for (int r = 0; r < nf && valid > 0; ++r) {
+        const float* src = t + r * nt + (q - q0);
+        float* dst = y + static_cast<size_t>(f0 + r) * s.oh * s.ow + oy * s.ow + ox;
+        for (int i = 0; i < valid; ++i) dst[i] = (s.relu && src[i] < 0.0f) ? 0.0f : src[i];
       }
+      q += span;
     }
   }
 };
@@ -214,9 +236,67 @@ extern "C" void ac_conv_pack_weights(int f, int k, const float* w, float* out) {
   }
 }
 
+namespace {
+
+// Implicit GEMM for stride-1 convs: copy the input once, zero-padded, to [C][Hp][Wp] (plus a zero tail); the
+// kept row (c, i, j) of virtual pixel q = oy * Wp + ox is then padded[c*Hp*Wp + i*dh*Wp + j*dw + q], so the
+// micro-kernel reads B straight from it. Computes OH x Wp virtual pixels (the Wp - OW extra columns are dropped):
+// worth it only where that waste is small next to the gather it saves.
+struct Implicit {
+  int hp, wp, nt, tiles;
+  size_t padded_size;
+  explicit Implicit(const ac_conv_shape& s)
+      : hp(s.h + 2 * s.ph), wp(s.w + 2 * s.pw), nt(std::min(NT, round_up(s.oh * wp, NR))),
+        tiles((s.oh * wp + nt - 1) / nt),
+        padded_size(static_cast<size_t>(s.c) * hp * wp + static_cast<size_t>(tiles) * nt + wp * (s.kh * s.dh + 1)) {}
+};
+
+// Measured (ResNet-18 shapes, 2 threads): implicit wins from ~half the rows kept; below, the padded copy costs
+// more than gathering the few kept rows, and the extra virtual columns must stay under 25 %.
+bool implicit_pays(const ac_conv_shape& s) {
+  const int pixels = s.oh * s.ow, nt = std::min(NT, round_up(pixels, NR));
+  const Implicit im(s);
+  const bool dense_enough = 5 * static_cast<int64_t>(s.k) >= 2 * static_cast<int64_t>(s.c) * s.kh * s.kw;
+  return dense_enough && static_cast<double>(im.tiles) * im.nt <= 1.25 * round_up(pixels, nt);
+}
+
+int conv_implicit(const ac_conv_shape& s, const float* x, const float* wpack, const int64_t* rows, const float* bias,
+                  float* y, int threads) {
+  const Implicit im(s);
+  thread_local std::vector<float> padded;
+  thread_local std::vector<int64_t> offsets;
+  padded.assign(im.padded_size, 0.0f);
+  offsets.resize(s.k);
+  float* const xp = padded.data();
+  int64_t* const off = offsets.data();
+  for (int k = 0; k < s.k; ++k) {
+    const int64_t tap = rows[k] / s.c, c = rows[k] % s.c;
+    off[k] = (c * im.hp + (tap / s.kw) * s.dh) * im.wp + (tap % s.kw) * s.dw;
+  }
+  const int chunks_f = (s.f + OC - 1) / OC;
+  for (int n = 0; n < s.n; ++n) {
+    const float* xn = x + static_cast<size_t>(n) * s.c * s.h * s.w;
+    parallel_for(s.c, threads, [&](int c) {
+      for (int iy = 0; iy < s.h; ++iy) {
+        float* dst = xp + (static_cast<size_t>(c) * im.hp + iy + s.ph) * im.wp + s.pw;
+        std::memcpy(dst, xn + (static_cast<size_t>(c) * s.h + iy) * s.w, sizeof(float) * s.w);
+      }
+    });
+    const Gemm gemm{s, wpack, bias, y + static_cast<size_t>(n) * s.f * s.oh * s.ow, im.nt, im.wp};
+    parallel_for(im.tiles * chunks_f, threads, [&](int item) {
+      const int q0 = (item % im.tiles) * im.nt;
+      gemm.tile(q0, item / im.tiles, ShiftedRows{xp + q0, off});
+    });
+  }
+  return 0;
+}
+
+}  // namespace
+
 extern "C" int ac_compact_conv2d(const ac_conv_shape* s, const float* x, const float* wpack, const int64_t* rows,
                                  const float* bias, float* y, int threads) {
   if (const int err = check(*s, rows)) return err;
+  if (s->sh == 1 && s->sw == 1 && implicit_pays(*s)) return conv_implicit(*s, x, wpack, rows, bias, y, threads);
   const int pixels = s->oh * s->ow;
   const int nt = std::min(NT, round_up(pixels, NR));
   const int ld = round_up(pixels, nt);
@@ -227,13 +307,13 @@ extern "C" int ac_compact_conv2d(const ac_conv_shape* s, const float* x, const f
   float* const buf = cols.data();  // the lambdas run on other threads: they must not name the thread_local
   for (int n = 0; n < s->n; ++n) {
     const float* xn = x + static_cast<size_t>(n) * s->c * s->h * s->w;
-    const Gemm gemm{*s, wpack, bias, y + static_cast<size_t>(n) * s->f * pixels, nt, tiles_p};
+    const Gemm gemm{*s, wpack, bias, y + static_cast<size_t>(n) * s->f * pixels, nt, s->ow};
     if (tiles_p >= kFusedTiles) {  // enough pixel tiles to share out: each gathers its own panel, hot in cache
       parallel_for(tiles_p, threads, [&](int p_tile) {
         thread_local std::vector<float> own;
         own.resize(panel);
         gather_panel(*s, xn, rows, p_tile, nt, 0, s->k, own.data());
-        for (int f_chunk = 0; f_chunk < chunks_f; ++f_chunk) gemm.tile(p_tile, f_chunk, own.data());
+        for (int f_chunk = 0; f_chunk < chunks_f; ++f_chunk) gemm.tile(p_tile * nt, f_chunk, PanelRows{own.data(), nt});
       });
     } else {  // few pixels (deep layers): gather every panel first, then share out channel chunks too
       const int k_chunks = (s->k + kGatherRows - 1) / kGatherRows;
@@ -242,7 +322,8 @@ extern "C" int ac_compact_conv2d(const ac_conv_shape* s, const float* x, const f
         gather_panel(*s, xn, rows, p_tile, nt, k0, std::min(s->k, k0 + kGatherRows), buf + p_tile * panel);
       });
       parallel_for(tiles_p * chunks_f, threads, [&](int item) {
-        gemm.tile(item % tiles_p, item / tiles_p, buf + (item % tiles_p) * panel);
+        const int p_tile = item % tiles_p;
+        gemm.tile(p_tile * nt, item / tiles_p, PanelRows{buf + p_tile * panel, nt});
       });
     }
   }

@@ -60,8 +60,11 @@ def test_matches_torch_on_random_shapes(geo, c, f, h, w, kept, relu, seed) -> No
 
 
 @pytest.mark.parametrize("kept", [1, 1.0], ids=["one-column", "all-columns"])
-@pytest.mark.parametrize("shape", [(3, 5, (7, 7)), (64, 130, (16, 16)), (300, 7, (3, 3)), (7, 75, (33, 40))], ids=str)
-def test_edge_cases_without_bias(kept, shape) -> None:  # 33x40: enough pixel tiles for the fused-gather path
+@pytest.mark.parametrize(
+    "shape", [(3, 5, (7, 7)), (64, 130, (16, 16)), (300, 7, (3, 3)), (7, 75, (33, 40)), (16, 40, (32, 32))], ids=str
+)
+def test_edge_cases_without_bias(kept, shape) -> None:
+    """33x40 one-column: the fused-gather path; all columns at 16x16 and up: the implicit (no-gather) path."""
     c, f, hw = shape
     geo = Geometry((3, 3), (1, 1), (1, 1))
     x, weight, rows, _ = problem(1, 1, c, f, hw, kept, geo)
