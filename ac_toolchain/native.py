@@ -67,10 +67,12 @@ def sources() -> list[Path]:
     return sorted(p for p in KERNELS.rglob("*") if p.suffix in {".cc", ".h"})
 
 
-def _digest(kind: str) -> str:
-    h = hashlib.sha256(kind.encode())
-    for path in [*sources(), ROOT / "CMakeLists.txt", *filter(None, [TOOLCHAINS[kind]])]:
-        h.update(path.name.encode() + path.read_bytes())
+def source_digest(*extra: str | Path) -> str:
+    """A short hash of the kernel sources plus ``extra`` (strings as given, paths by name and content): the
+    cache key of every kernel build."""
+    h = hashlib.sha256()
+    for item in [*sources(), *extra]:
+        h.update(item.name.encode() + item.read_bytes() if isinstance(item, Path) else item.encode())
     return h.hexdigest()[:16]
 
 
@@ -85,10 +87,10 @@ def build(kind: str = "host") -> Path:
     for tool in ("cmake", *(["aarch64-linux-gnu-g++"] if kind == "aarch64" else ["g++"])):
         if shutil.which(tool) is None:
             raise TargetError(f"building the kernels needs {tool}, not found; {INSTALL_HINT}")
-    out = cache_dir() / "kernels" / f"{kind}-{_digest(kind)}"
+    toolchain = TOOLCHAINS[kind]
+    out = cache_dir() / "kernels" / f"{kind}-{source_digest(kind, ROOT / 'CMakeLists.txt', *filter(None, [toolchain]))}"
     if (out / ".complete").exists():
         return out
-    toolchain = TOOLCHAINS[kind]
     configure = ["cmake", "-S", str(ROOT), "-B", str(out), "-DCMAKE_BUILD_TYPE=Release"]
     configure += [f"-DCMAKE_TOOLCHAIN_FILE={toolchain}"] if toolchain else []
     for cmd in (configure, ["cmake", "--build", str(out), "--parallel"]):

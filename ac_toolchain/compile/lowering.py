@@ -17,7 +17,6 @@ code: that is the form for onnxruntime.)
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -118,10 +117,7 @@ def kernel_objects(target: Target) -> list[Path]:
     includes = [str(native.KERNELS / "include"), tvm_ffi.libinfo.find_include_path(),
                 tvm_ffi.libinfo.find_dlpack_include_path(), str(Path(tvm.__file__).parent / "include")]  # fmt: skip
     flags = ["-O3", "-std=c++17", "-fPIC", "-ffp-contract=fast", "-DAC_PARALLEL_TVM", *target.kernel_flags]
-    digest = hashlib.sha256(" ".join([compiler, *flags]).encode())
-    for src in native.sources():
-        digest.update(src.read_bytes())
-    out = native.cache_dir() / "tvm-kernels" / f"{target.name}-{digest.hexdigest()[:16]}"
+    out = native.cache_dir() / "tvm-kernels" / f"{target.name}-{native.source_digest(compiler, *flags)}"
     out.mkdir(parents=True, exist_ok=True)
     objects = []
     for name in SOURCES:

@@ -20,13 +20,18 @@ from ac_toolchain.export import export_onnx
 EM_X86_64, EM_AARCH64 = 62, 183
 
 
-@pytest.fixture(scope="module")
-def pruned(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
-    """A column- and filter-pruned LeNet-5, compacted and exported once for every test here."""
-    torch.manual_seed(0)
+def _pruned_lenet(seed: int) -> tuple[torch.nn.Module, torch.Tensor]:
+    torch.manual_seed(seed)
     x = torch.randn(1, 1, 28, 28)
     model = ac.build_model("lenet5", num_classes=10, in_channels=1, input_size=(28, 28)).eval()
     ac.prune(model, x, 0.6, "filter+column")
+    return model, x
+
+
+@pytest.fixture(scope="module")
+def pruned(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
+    """A column- and filter-pruned LeNet-5, compacted and exported once for every test here."""
+    model, x = _pruned_lenet(0)
     path = export_onnx(compact(model, x).eval(), x, tmp_path_factory.mktemp("onnx") / "model.onnx")
     return model, path
 
@@ -34,10 +39,7 @@ def pruned(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, P
 @pytest.fixture(scope="module")
 def zero_columns(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
     """The same kind of model in the form the compile stage imports: column-pruned convs as zero columns."""
-    torch.manual_seed(1)
-    x = torch.randn(1, 1, 28, 28)
-    model = ac.build_model("lenet5", num_classes=10, in_channels=1, input_size=(28, 28)).eval()
-    ac.prune(model, x, 0.6, "filter+column")
+    model, x = _pruned_lenet(1)
     small = expand_columns(compact(model, x).eval())
     return model, export_onnx(small, x, tmp_path_factory.mktemp("onnx") / "model.tvm.onnx")
 
