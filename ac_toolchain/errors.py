@@ -23,3 +23,7 @@ class CheckpointError(ACError):
 
 class TargetError(ACError):
     """A compile target is unknown or its toolchain is missing."""
+
+
+class DeviceError(ACError):
+    """A bench device is missing, busy, went away mid-run, or its runner failed."""
