@@ -1,4 +1,5 @@
-"""Build and call the C++ kernels of ``kernels/`` (CMake), for the host or cross-compiled for aarch64.
+"""Build and call the C++ kernels of ``kernels/`` (CMake), for the host or cross-compiled for aarch64; build the
+device runner's core (android_bench/runner) and link a model into it.
 
 Builds are cached under ``$AC_CACHE_DIR`` (default ``~/.cache/autocompress``) in a folder named after a hash of
 the sources and the build kind, so a second call costs nothing and an edited kernel is rebuilt.
@@ -20,7 +21,9 @@ from ac_toolchain.errors import TargetError
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ROOT / "kernels"
+NATIVE_DIRS = (KERNELS, ROOT / "android_bench" / "runner", ROOT / "android_bench" / "qemu_plugin")
 TOOLCHAINS = {"host": None, "aarch64": ROOT / "cmake" / "aarch64-linux-gnu.cmake"}
+COMPILERS = {"host": "g++", "aarch64": "aarch64-linux-gnu-g++"}
 INSTALL_HINT = "install the build tools with: bash scripts/install-system-deps.sh"
 
 
@@ -64,7 +67,7 @@ class Geometry:
 def sources() -> list[Path]:
     if not KERNELS.is_dir():
         raise TargetError(f"kernel sources not found at {KERNELS}; install AutoCompress from its source tree")
-    return sorted(p for p in KERNELS.rglob("*") if p.suffix in {".cc", ".h"})
+    return sorted(p for d in NATIVE_DIRS for p in d.rglob("*") if p.suffix in {".cc", ".h", ".cmake"})
 
 
 def source_digest(*extra: str | Path) -> str:
@@ -80,24 +83,61 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AC_CACHE_DIR", Path.home() / ".cache" / "autocompress"))
 
 
-def build(kind: str = "host") -> Path:
-    """Configure and build with CMake (once per source hash); returns the build folder."""
+def _wheel_dirs() -> list[str]:
+    """Where the installed apache-tvm and apache-tvm-ffi keep the runtime sources the runner is built from."""
+    import tvm
+    import tvm_ffi
+
+    return [str(Path(tvm.__file__).parent), str(Path(tvm_ffi.__file__).parent)]
+
+
+def build(kind: str = "host", runner: bool = False) -> Path:
+    """Configure and build with CMake (once per source hash); returns the build folder.
+
+    ``runner``: build only ``libac_runner.a``, the device runner's core (TVM runtime from the installed wheel,
+    a few minutes on two cores) instead of the kernel library.
+    """
     if kind not in TOOLCHAINS:
         raise TargetError(f"unknown kernel build {kind!r}; choose one of {', '.join(TOOLCHAINS)}")
-    for tool in ("cmake", *(["aarch64-linux-gnu-g++"] if kind == "aarch64" else ["g++"])):
+    for tool in ("cmake", COMPILERS[kind]):
         if shutil.which(tool) is None:
             raise TargetError(f"building the kernels needs {tool}, not found; {INSTALL_HINT}")
     toolchain = TOOLCHAINS[kind]
-    out = cache_dir() / "kernels" / f"{kind}-{source_digest(kind, ROOT / 'CMakeLists.txt', *filter(None, [toolchain]))}"
+    wheels = _wheel_dirs() if runner else []
+    digest = source_digest(kind, *wheels, *_versions(runner), ROOT / "CMakeLists.txt", *filter(None, [toolchain]))
+    out = cache_dir() / "kernels" / f"{kind}{'-runner' if runner else ''}-{digest}"
     if (out / ".complete").exists():
         return out
     configure = ["cmake", "-S", str(ROOT), "-B", str(out), "-DCMAKE_BUILD_TYPE=Release"]
     configure += [f"-DCMAKE_TOOLCHAIN_FILE={toolchain}"] if toolchain else []
-    for cmd in (configure, ["cmake", "--build", str(out), "--parallel"]):
+    configure += ["-DAC_RUNNER=ON", f"-DAC_TVM_DIR={wheels[0]}", f"-DAC_TVM_FFI_DIR={wheels[1]}"] if runner else []
+    compile_ = ["cmake", "--build", str(out), "--parallel", str(os.cpu_count() or 1)]
+    compile_ += ["--target", "ac_runner"] if runner else []
+    for cmd in (configure, compile_):
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
-            raise TargetError(f"kernel build failed ({' '.join(cmd)}):\n{(done.stdout + done.stderr)[-3000:]}")
+            raise TargetError(f"native build failed ({' '.join(cmd)}):\n{(done.stdout + done.stderr)[-3000:]}")
     (out / ".complete").write_text("ok\n")
+    return out
+
+
+def _versions(runner: bool) -> list[str]:
+    from importlib.metadata import version
+
+    return [version("apache-tvm"), version("apache-tvm-ffi")] if runner else []
+
+
+def link_runner(objects: list[Path], kind: str, out: Path) -> Path:
+    """Link a model's system-library objects with the runner's core into one static executable ``out``.
+
+    Whole-archive: the runtime registers its functions from static initialisers that nothing references.
+    """
+    core = build(kind, runner=True) / "libac_runner.a"
+    cmd = [COMPILERS[kind], "-o", str(out), *map(str, objects), "-Wl,--whole-archive", str(core),
+           "-Wl,--no-whole-archive", "-static", "-pthread", "-s"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise TargetError(f"linking the runner failed ({' '.join(cmd)}):\n{done.stderr[-3000:]}")
     return out
 
 

@@ -29,8 +29,9 @@ TARGETS: dict[str, Target] = {
             "aarch64-linux-gnu-g++", "shared", ("qemu-arm64",), ("-march=armv8-a",),
         ),
         Target(
-            "android-arm64", "aarch64 Android phone CPU (static, loader-independent)",
-            {"kind": "llvm", "mtriple": "aarch64-linux-android", "mattr": ["+neon"]},
+            # A static executable needs no loader, so Android's kernel runs a glibc-linked one as any Linux does.
+            "android-arm64", "aarch64 Android phone CPU (static runner with the model linked in)",
+            {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
             "aarch64-linux-gnu-g++", "static", ("adb", "qemu-arm64"), ("-march=armv8-a",),
         ),
         Target("opencl", "mobile GPU via OpenCL (Mali / Adreno); compile-only here",

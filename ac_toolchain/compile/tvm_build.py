@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ac_toolchain import native
 from ac_toolchain.compile.lowering import kernel_objects, route_convolutions
 from ac_toolchain.compile.targets import Target
 from ac_toolchain.errors import TargetError
@@ -93,8 +94,8 @@ def _find_module(mod: Any, kind: str) -> Any:
     return None
 
 
-def _export(ex: Any, target: Target, out_dir: Path, addons: list[Path]) -> list[Path]:
-    """Write the module: a shared library for the target's loader, plus kernel source for GPU targets."""
+def _export_shared(ex: Any, target: Target, out_dir: Path, addons: list[Path]) -> list[Path]:
+    """A shared library for the target's loader (glibc), with the kernel objects linked in."""
     from tvm.support import cc
 
     lib = out_dir / "model.so"
@@ -102,15 +103,42 @@ def _export(ex: Any, target: Target, out_dir: Path, addons: list[Path]) -> list[
     if target.cross_compiler:
         options["fcompile"] = cc.cross_compiler(target.cross_compiler)
     ex.export_library(str(lib), **options)
-    files = [lib]
-    if target.link == "source":
-        kernels = _find_module(ex.mod, target.tvm_target["kind"])
-        if kernels is None:
-            raise TargetError(f"TVM produced no {target.tvm_target['kind']} module for {target.name}")
-        source = out_dir / "kernels.cl"
-        source.write_text(kernels.inspect_source())
-        files.append(source)
-    return files
+    return [lib]
+
+
+def _export_source(ex: Any, target: Target, out_dir: Path, addons: list[Path]) -> list[Path]:
+    """The host part as a shared library, plus the generated GPU kernel source."""
+    files = _export_shared(ex, target, out_dir, addons)
+    kernels = _find_module(ex.mod, target.tvm_target["kind"])
+    if kernels is None:
+        raise TargetError(f"TVM produced no {target.tvm_target['kind']} module for {target.name}")
+    source = out_dir / "kernels.cl"
+    source.write_text(kernels.inspect_source())
+    return [*files, source]
+
+
+def _export_static(ex: Any, target: Target, out_dir: Path, addons: list[Path]) -> list[Path]:
+    """The model as a system library (objects), linked into the static device runner: one executable that
+    runs under any loader (Android's, qemu-user, this machine's). The kernels are part of the runner's core."""
+    import tarfile
+
+    from tvm.support import tar
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ex.export_library(f"{tmp}/model.tar", fcompile=tar.tar)
+        with tarfile.open(f"{tmp}/model.tar") as archive:
+            archive.extractall(tmp, filter="data")
+        objects = sorted(Path(tmp).glob("*.o"))
+        return [native.link_runner(objects, _native_kind(target), out_dir / "runner")]
+
+
+def _native_kind(target: Target) -> str:
+    return "aarch64" if target.cross_compiler else "host"
+
+
+EXPORTERS: dict[str, Callable[[Any, Target, Path, list[Path]], list[Path]]] = {
+    "shared": _export_shared, "source": _export_source, "static": _export_static,
+}  # fmt: skip
 
 
 def _sha256(path: Path) -> str:
@@ -135,11 +163,6 @@ def _io(model: onnx.ModelProto) -> dict[str, Any]:
 def compile_onnx(onnx_path: Path, target: Target, out_dir: Path) -> dict[str, Any]:
     """Import, build and export; returns (and writes) the manifest."""
     check_toolchain(target)
-    if target.link == "static":
-        raise TargetError(
-            f"target {target.name} links the model statically into the device runner, which arrives with the "
-            "android_bench issue; use --target arm64 (glibc, runs under qemu-user) until then"
-        )
     import tvm
     from tvm.relax.frontend.onnx import from_onnx
 
@@ -152,13 +175,14 @@ def compile_onnx(onnx_path: Path, target: Target, out_dir: Path) -> dict[str, An
         routed: list[tuple[int, int]] = []
         if target.kernel_flags is not None:
             mod, routed = route_convolutions(mod)
-        addons = kernel_objects(target) if routed else []
+        addons = kernel_objects(target) if routed and target.link == "shared" else []
         if target.link == "source":
             mod = _gpu_schedules(mod, tvm_target)
-        files = _export(tvm.compile(mod, target=tvm_target), target, out_dir, addons)
+        ex = tvm.relax.build(mod, target=tvm_target, system_lib=target.link == "static")
+        files = EXPORTERS[target.link](ex, target, out_dir, addons)
     manifest = {
-        "target": target.name, "tvm_target": str(tvm_target), "tvm_version": tvm.__version__,
-        "source_onnx": str(onnx_path), **_io(model),
+        "target": target.name, "tvm_target": str(tvm_target), "tvm_version": tvm.__version__, "link": target.link,
+        "source_onnx": str(onnx_path), "source_sha256": _sha256(onnx_path), **_io(model),
         "files": {f.name: {"sha256": _sha256(f), "bytes": f.stat().st_size} for f in files},
         "schedules": f"{len(routed)} convolutions on the kernels/ gather-GEMM; other ops: default relax pipeline"
         if target.link != "source" else "dlight generic GPU rules",

@@ -5,6 +5,7 @@
 // Arguments: x [N, C, H, W] f32, packed weight [ceil(F/8), K, 8] f32, rows [K] i64, bias [F] f32,
 // geometry [9] i64 = (kh, kw, sh, sw, ph, pw, dh, dw, relu), y [N, F, OH, OW] f32 (written).
 #include <tvm/ffi/container/tensor.h>
+#include <tvm/ffi/extra/c_env_api.h>
 #include <tvm/ffi/error.h>
 #include <tvm/ffi/function.h>
 
@@ -52,3 +53,12 @@ void CompactConv2d(TensorView x, TensorView packed, TensorView rows, TensorView 
 }  // namespace
 
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(ac_compact_conv2d, CompactConv2d);
+
+#ifdef AC_SYSTEM_LIB
+// The device runner links models as a TVM system library: the VM finds packed functions in the system-library
+// symbol table, so the kernel registers itself there as the model's own functions do.
+namespace {
+const int kRegistered = TVMFFIEnvModRegisterSystemLibSymbol(
+    "__tvm_ffi_ac_compact_conv2d", reinterpret_cast<void*>(&__tvm_ffi_ac_compact_conv2d));
+}  // namespace
+#endif
