@@ -1,0 +1,82 @@
+"""The `qemu-arm64` device: aarch64 artifacts under Debian's qemu-user, measured in guest instructions.
+
+Wall-clock time under emulation says little about a phone, so this device counts the instructions the guest
+executes with our qemu plugin (android_bench/qemu_plugin): deterministic to the instruction for a
+single-threaded run, which makes it a CI latency gate. The count of one inference is the difference between a
+run of N+1 and a run of N inferences, which cancels start-up and model loading.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ac_toolchain import native
+from ac_toolchain.errors import DeviceError
+from android_bench.device import BenchSettings, Device
+from android_bench.local import infer, run_runner
+from android_bench.protocol import parse_runner_output, runner_command
+
+QEMU = "qemu-aarch64"
+INSTALL_HINT = "install it with: bash scripts/install-system-deps.sh (Debian: apt-get install qemu-user)"
+
+
+class QemuDevice(Device):
+    name = "qemu-arm64"
+    arch = "aarch64"
+    metric = "instructions"
+
+    def __init__(self, base_runs: int = 1) -> None:
+        if shutil.which(QEMU) is None:
+            raise DeviceError(f"the qemu-arm64 device needs {QEMU}, not found; {INSTALL_HINT}")
+        self.base_runs = base_runs  # N: the count of one inference is count(N + 1) - count(N)
+        self._plugin: Path | None = None
+
+    def fingerprint(self) -> dict[str, str]:
+        version = subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+        return {"emulator": version, "counter": "ac_qemu_insn (TCG inline count of executed guest instructions)",
+                "host_cpu": platform.processor() or platform.machine()}  # fmt: skip
+
+    def thermal(self) -> dict[str, float]:
+        return {}  # an emulator has no thermal zones; counts do not depend on temperature
+
+    def measure(
+        self, artifact: Path, settings: BenchSettings, on_sample: Callable[[float], None] | None = None
+    ) -> dict[str, Any]:
+        counts = {n: self.count(artifact, n, settings.seed) for n in (self.base_runs, self.base_runs + 1)}
+        per_inference = counts[self.base_runs + 1] - counts[self.base_runs]
+        if per_inference <= 0:
+            raise DeviceError(f"instruction counts of {artifact} did not grow with the run count: {counts}")
+        return {"metric": self.metric, "instructions": per_inference,
+                "counts": {str(n): c for n, c in counts.items()},
+                "startup_instructions": counts[self.base_runs] - self.base_runs * per_inference}  # fmt: skip
+
+    def count(self, artifact: Path, runs: int, seed: int = 0) -> int:
+        """Guest instructions of one whole runner process doing `runs` inferences (no warm-up, one thread)."""
+        settings = BenchSettings(warmup=0, runs=runs, min_seconds=0.0, threads=1, seed=seed)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "count.txt"
+            stdout = run_runner(artifact, runner_command(settings), [QEMU, "-plugin", f"{self.plugin()},out={out}"])
+            parse_runner_output(stdout.splitlines())  # the runner finished every run
+            match = re.fullmatch(r"insns (\d+)\s*", out.read_text() if out.is_file() else "")
+        if match is None:
+            raise DeviceError(f"the qemu plugin wrote no instruction count for {artifact}")
+        return int(match.group(1))
+
+    def infer(self, artifact: Path, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """One inference under qemu (for checking outputs against torch)."""
+        return infer(artifact, inputs, [QEMU])
+
+    def plugin(self) -> Path:
+        """The plugin, built with the host kernels (cached)."""
+        self._plugin = self._plugin or native.build("host") / "libac_qemu_insn.so"
+        return self._plugin
+
