@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 from torch import nn
@@ -48,8 +49,7 @@ class Run:
 
     @property
     def example(self) -> torch.Tensor:
-        torch.manual_seed(self.cfg.run.seed)
-        return torch.randn(*self.cfg.model.input_shape)
+        return example_input(self.cfg)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -59,6 +59,12 @@ class Run:
             yield
         finally:
             self.timings[name] = round(time.perf_counter() - start, 3)
+
+
+def example_input(cfg: CompressConfig) -> torch.Tensor:
+    """The run's fixed example input: exports and output checks use it."""
+    torch.manual_seed(cfg.run.seed)
+    return torch.randn(*cfg.model.input_shape)
 
 
 def build(cfg: CompressConfig, num_classes: int) -> nn.Module:
@@ -167,19 +173,34 @@ def compile_stage(run: Run, model: nn.Module) -> None:
     keys = ("files", "build_seconds", "schedules", "kernel_rows")
     result: dict[str, Any] = {"dir": str(out_dir), "manifest": str(out_dir / "manifest.json"),
                               **{k: manifest.get(k) for k in keys}}  # fmt: skip
-    if target.name == "x86":
-        got = load_host_module(out_dir)(run.example.numpy())
+    run_here = LOCAL_CHECKS.get((target.name, target.link))
+    if run_here is not None:
+        got = run_here(out_dir, run.example.numpy())
         with torch.no_grad():
             want = model.cpu().eval()(run.example).numpy()
         model.to(run.device)
         result["max_abs_diff"] = float(abs(got - want).max())
-        result["status"] = "compiled with TVM; outputs checked against torch on this machine"
+        result["status"] = "compiled with TVM; outputs checked against torch on this machine" + (
+            " (under qemu-aarch64)" if target.link == "static" else "")  # fmt: skip
     else:
         result["status"] = (
-            f"compiled with TVM for {target.name}; not executed here yet: the device runner "
-            "arrives with the android_bench issue"
+            f"compiled with TVM for {target.name}; executed by `ac bench RUN --device qemu-arm64` (a static "
+            "runner per model, run under qemu-user) or on a phone with --device adb:<serial>"
         )
     run.results["compile"] = result
+
+
+def _under_qemu(out_dir: Path, x: np.ndarray) -> np.ndarray:
+    from android_bench.local import infer
+
+    return infer(out_dir, [x], ["qemu-aarch64"])[0]
+
+
+def _on_host(out_dir: Path, x: np.ndarray) -> np.ndarray:
+    return load_host_module(out_dir)(x)
+
+
+LOCAL_CHECKS = {("x86", "shared"): _on_host, ("android-arm64", "static"): _under_qemu}  # artifacts run here
 
 
 def compress(
@@ -197,6 +218,8 @@ def compress(
     run = open_run(cfg, run_dir)
     with run.stage("dense"):
         net = dense_model(run)
+        export_onnx(net.cpu().eval(), run.example, run.dir / "dense.onnx")  # what `ac bench` compares against
+        net.to(run.device)
     with run.stage("evaluate dense"):
         measure(run, net, "dense")
     with run.stage("prune + fine-tune"):

@@ -8,7 +8,7 @@ from click.testing import CliRunner, Result
 
 from ac_toolchain.cli import main
 
-COMMANDS = ["compress", "train", "eval", "count", "prune", "compact", "export", "compile", "targets"]
+COMMANDS = ["compress", "train", "eval", "count", "prune", "compact", "export", "compile", "bench", "targets"]
 
 
 def _ac(*args: str) -> Result:

@@ -1,4 +1,4 @@
-"""Compilation with TVM. Only the target registry exists yet; lowering arrives with the compile issue."""
+"""Compilation with TVM: the target registry here; lowering and export in tvm_build.py and lowering.py."""
 
 from ac_toolchain.compile.targets import TARGETS, Target, get_target
 

@@ -141,7 +141,7 @@ EXPORTERS: dict[str, Callable[[Any, Target, Path, list[Path]], list[Path]]] = {
 }  # fmt: skip
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -182,8 +182,8 @@ def compile_onnx(onnx_path: Path, target: Target, out_dir: Path) -> dict[str, An
         files = EXPORTERS[target.link](ex, target, out_dir, addons)
     manifest = {
         "target": target.name, "tvm_target": str(tvm_target), "tvm_version": tvm.__version__, "link": target.link,
-        "source_onnx": str(onnx_path), "source_sha256": _sha256(onnx_path), **_io(model),
-        "files": {f.name: {"sha256": _sha256(f), "bytes": f.stat().st_size} for f in files},
+        "source_onnx": str(onnx_path), "source_sha256": sha256(onnx_path), **_io(model),
+        "files": {f.name: {"sha256": sha256(f), "bytes": f.stat().st_size} for f in files},
         "schedules": f"{len(routed)} convolutions on the kernels/ gather-GEMM; other ops: default relax pipeline"
         if target.link != "source" else "dlight generic GPU rules",
         "kernel_convolutions": len(routed),

@@ -13,7 +13,7 @@ from ac_toolchain import __version__
 from ac_toolchain.compile import get_target
 from ac_toolchain.config import CompressConfig, to_dict
 
-ARTIFACTS = ("config.toml", "dense.pt", "compressed.pt", "model.onnx", "report.json", "report.md")
+ARTIFACTS = ("config.toml", "dense.pt", "compressed.pt", "dense.onnx", "model.onnx", "report.json", "report.md")
 NOT_COMPILED = {"status": "not compiled"}
 
 
@@ -62,6 +62,18 @@ def _layer_row(x: dict[str, Any]) -> str:
     return f"| {x['name']} | {x['scheme']} | {x['rate']} | {groups} | {cols} | {x['coupled_to'] or ''} |"
 
 
+def _bench_lines(benches: dict[str, Any]) -> list[str]:
+    """One section per device measured with `ac bench` (report.json's "bench")."""
+    lines = []
+    for device, b in benches.items():
+        check = (b.get("output_check") or {}).get("max_abs_diff")
+        lines += [f"## Bench on {device}", "", b["table"], "",
+                  f"Speed-up dense → compressed: {b['speedup']}× ({b['metric']})"
+                  + (f"; outputs vs torch max abs difference {check:.2e}" if check is not None else "")
+                  + f". Every sample: `{b['json']}`.", ""]  # fmt: skip
+    return lines
+
+
 def render_markdown(r: dict[str, Any]) -> str:
     d, c, ratio = r["dense"], r["compressed"], r["ratios"]
     lines = [
@@ -88,6 +100,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         "|---|---|---:|---:|---:|---|",
         *[_layer_row(x) for x in r["layers"]],
         "",
+        *_bench_lines(r.get("bench", {})),
         "## Timings (s)",
         "",
         *[f"- {stage}: {sec:.1f}" for stage, sec in r["timings"].items()],

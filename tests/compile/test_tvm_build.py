@@ -103,8 +103,3 @@ def test_missing_cross_compiler_says_how_to_install(pruned: tuple, tmp_path: Pat
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(TargetError, match=r"aarch64-linux-gnu-g\+\+, not found; install it with: bash scripts/"):
         compile_onnx(pruned[1], get_target("arm64"), tmp_path)
-
-
-def test_android_target_is_refused_clearly(pruned: tuple, tmp_path: Path) -> None:
-    with pytest.raises(TargetError, match="links the model statically into the device runner"):
-        compile_onnx(pruned[1], get_target("android-arm64"), tmp_path)

@@ -1,0 +1,144 @@
+"""``ac bench RUN --device D``: build a run's dense and compressed models as static runners for the device's
+architecture, measure both there (android_bench), check the outputs against torch where the device runs on this
+machine, and write ``<run>/bench/<device>.json`` plus the speed-up into the run's report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ac_toolchain import config as cfgmod
+from ac_toolchain.compile import Target, get_target
+from ac_toolchain.compile.tvm_build import TVM_ONNX, compile_onnx, sha256
+from ac_toolchain.errors import CheckpointError, DeviceError
+from ac_toolchain.report.render import render_markdown
+from android_bench.bench import baseline_from, bench, check_gate, speedup_table, write_json
+from android_bench.device import BenchSettings, Device
+from android_bench.devices import get_device
+from android_bench.local import infer
+
+STATIC_TARGETS = {"x86_64": "x86", "aarch64": "android-arm64"}  # device arch → target built as a static runner
+VARIANTS = {"dense": "dense.onnx", "compressed": TVM_ONNX}  # what each variant compiles, inside the run
+LOCAL_PREFIX = {"host": [], "qemu-arm64": ["qemu-aarch64"]}  # devices whose outputs we can read back here
+OUTPUT_TOLERANCE = 1e-4  # max |runner - torch| on the logits
+
+
+def bench_target(device: Device) -> Target:
+    """The device's CPU target, linked statically into the runner (loader-independent)."""
+    if device.arch not in STATIC_TARGETS:
+        raise DeviceError(f"{device.name} is a {device.arch} machine; AutoCompress builds runners for "
+                          f"{', '.join(STATIC_TARGETS)} only")  # fmt: skip
+    return dataclasses.replace(get_target(STATIC_TARGETS[device.arch]), link="static")
+
+
+def build_artifact(onnx_path: Path, target: Target, out_dir: Path) -> Path:
+    """Compile ``onnx_path`` into ``out_dir/{runner,manifest.json}``; reused while the ONNX is unchanged."""
+    manifest = out_dir / "manifest.json"
+    fresh = manifest.is_file() and (out_dir / "runner").is_file()
+    if fresh and json.loads(manifest.read_text()).get("source_sha256") == sha256(onnx_path):
+        return out_dir
+    compile_onnx(onnx_path, target, out_dir)
+    return out_dir
+
+
+def run_artifacts(run_dir: Path, target: Target) -> dict[str, Path]:
+    missing = [name for name in VARIANTS.values() if not (run_dir / name).is_file()]
+    if missing:
+        raise CheckpointError(
+            f"{run_dir} has no {' or '.join(missing)}; bench a finished `ac compress` run "
+            f"(a run from before dense.onnx existed: `ac export {run_dir / 'dense.pt'} --out {run_dir / 'dense.onnx'}`)"
+        )
+    root = run_dir / "bench" / "artifacts"
+    return {v: build_artifact(run_dir / f, target, root / f"{target.name}-{v}") for v, f in VARIANTS.items()}
+
+
+def torch_outputs(run_dir: Path, x: torch.Tensor, num_classes: int) -> np.ndarray:
+    from ac_toolchain.compress import build
+    from ac_toolchain.runs import load_state_dict
+
+    model = build(cfgmod.load(run_dir / "config.toml"), num_classes)
+    load_state_dict(model, run_dir / "compressed.pt")
+    with torch.no_grad():
+        return model.eval()(x).numpy()
+
+
+def check_outputs(run_dir: Path, artifact: Path, device: Device) -> dict[str, Any]:
+    """Run the compressed artifact on the run's example input where it runs and compare with torch."""
+    if device.name not in LOCAL_PREFIX:
+        return {"status": "not checked: outputs cannot be read back from this device"}
+    from ac_toolchain.compress import example_input
+
+    x = example_input(cfgmod.load(run_dir / "config.toml"))
+    got = infer(artifact, [x.numpy()], LOCAL_PREFIX[device.name])[0]
+    diff = float(np.abs(got - torch_outputs(run_dir, x, got.shape[-1])).max())
+    if diff > OUTPUT_TOLERANCE:
+        raise DeviceError(f"{artifact}: outputs on {device.name} differ from torch by {diff:.2e} "
+                          f"(> {OUTPUT_TOLERANCE})")  # fmt: skip
+    return {"status": "ok", "max_abs_diff": diff, "against": "torch, compressed.pt, the run's example input"}
+
+
+def device_file(device: Device) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", device.name)
+
+
+def update_report(run_dir: Path, result: dict[str, Any], json_path: Path) -> None:
+    """Add this bench to report.json's "bench" and re-render report.md from it."""
+    path = run_dir / "report.json"
+    if not path.is_file():
+        return
+    report = json.loads(path.read_text())
+    report.setdefault("bench", {})[result["device"]] = {
+        "metric": result["metric"], "speedup": result["speedup"], "table": speedup_table(result),
+        "output_check": result.get("output_check"), "json": str(json_path),
+    }  # fmt: skip
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    (run_dir / "report.md").write_text(render_markdown(report))
+
+
+def bench_run(
+    run_dir: Path, device_name: str, settings: BenchSettings, check: Path | None = None, tolerance: float = 0.02,
+    save_baseline: Path | None = None, cleanup: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Bench ``run_dir`` on ``device_name``; with ``check``, raise DeviceError when the gate fails."""
+    if not (run_dir / "config.toml").is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory (no config.toml); give the folder `ac compress` made")
+    baseline = _read_baseline(check) if check else None
+    device = get_device(device_name)
+    try:
+        artifacts = run_artifacts(run_dir, bench_target(device))
+        out = run_dir / "bench" / f"{device_file(device)}.json"
+        result = bench(device, artifacts, settings, out)
+        result["output_check"] = check_outputs(run_dir, artifacts["compressed"], device)
+        write_json(out, result)
+        update_report(run_dir, result, out)
+        if cleanup and hasattr(device, "cleanup"):
+            device.cleanup()
+    finally:
+        device.close()
+    if save_baseline:
+        write_json(save_baseline, baseline_from(result))
+    if baseline is not None:
+        failures = check_gate(result, baseline, tolerance)
+        result["gate"] = {"baseline": str(check), "tolerance": tolerance, "failures": failures}
+        if failures:
+            raise DeviceError(f"latency gate failed against {check}: " + "; ".join(failures))
+    return result
+
+
+def _read_baseline(path: Path) -> dict[str, Any]:
+    try:
+        baseline = json.loads(path.read_text())
+        missing = {"variants", "metric", "device"} - set(baseline)
+    except (OSError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"--check {path}: not a baseline file ({exc}); write one with --save-baseline") from None
+    if missing:
+        raise CheckpointError(f"--check {path}: not a baseline file (no {', '.join(sorted(missing))}); "
+                              "write one with --save-baseline")  # fmt: skip
+    return baseline

@@ -1,0 +1,17 @@
+"""A finished smoke run (LeNet-5, filter+column, android-arm64) shared by the runner, qemu and gate tests."""
+
+from pathlib import Path
+
+import pytest
+
+import ac_toolchain as ac
+
+SMOKE = {"run.target": "android-arm64", "prune.scheme": "filter+column"}  # what the committed baseline measures
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    ac.compress("lenet5", "smoke", {**SMOKE, "run.runs_dir": str(runs)})
+    (run,) = list(runs.iterdir())
+    return run
