@@ -21,13 +21,24 @@ from ac_toolchain.errors import CheckpointError, DeviceError
 from ac_toolchain.report.render import render_markdown
 from android_bench.bench import baseline_from, bench, check_gate, speedup_table, write_json
 from android_bench.device import BenchSettings, Device
-from android_bench.devices import get_device
+from android_bench.devices import check_name, get_device
 from android_bench.local import infer
 
 STATIC_TARGETS = {"x86_64": "x86", "aarch64": "android-arm64"}  # device arch → target built as a static runner
 VARIANTS = {"dense": "dense.onnx", "compressed": TVM_ONNX}  # what each variant compiles, inside the run
 LOCAL_PREFIX = {"host": [], "qemu-arm64": ["qemu-aarch64"]}  # devices whose outputs we can read back here
 OUTPUT_TOLERANCE = 1e-4  # max |runner - torch| on the logits
+AUTO_DEVICES = {"x86": "host", "arm64": "qemu-arm64", "android-arm64": "qemu-arm64"}  # `--bench auto` per target
+QUICK = BenchSettings(warmup=3, runs=20, min_seconds=0.5)  # the bench at the end of `ac compress`
+
+
+def device_for(target: str, choice: str) -> str | None:
+    """The device `ac compress` benches on: ``--bench`` as given, or the target's local one for ``auto``."""
+    name = AUTO_DEVICES.get(target) if choice == "auto" else choice
+    if name in (None, "none"):
+        return None
+    check_name(name)
+    return name
 
 
 def bench_target(device: Device) -> Target:
@@ -38,13 +49,20 @@ def bench_target(device: Device) -> Target:
     return dataclasses.replace(get_target(STATIC_TARGETS[device.arch]), link="static")
 
 
-def build_artifact(onnx_path: Path, target: Target, out_dir: Path) -> Path:
-    """Compile ``onnx_path`` into ``out_dir/{runner,manifest.json}``; reused while the ONNX is unchanged."""
+def is_built(out_dir: Path, onnx_path: Path, target: Target) -> bool:
+    """Whether ``out_dir`` holds a runner of ``onnx_path`` as it is now, for ``target``."""
     manifest = out_dir / "manifest.json"
-    fresh = manifest.is_file() and (out_dir / "runner").is_file()
-    if fresh and json.loads(manifest.read_text()).get("source_sha256") == sha256(onnx_path):
-        return out_dir
-    compile_onnx(onnx_path, target, out_dir)
+    if not (manifest.is_file() and (out_dir / "runner").is_file()):
+        return False
+    made = json.loads(manifest.read_text())
+    return (made.get("source_sha256"), made.get("link"), made.get("target")) == (sha256(onnx_path), "static",
+                                                                                  target.name)  # fmt: skip
+
+
+def build_artifact(onnx_path: Path, target: Target, out_dir: Path) -> Path:
+    """Compile ``onnx_path`` into ``out_dir/{runner,manifest.json}`` unless it is there already."""
+    if not is_built(out_dir, onnx_path, target):
+        compile_onnx(onnx_path, target, out_dir)
     return out_dir
 
 
@@ -56,7 +74,10 @@ def run_artifacts(run_dir: Path, target: Target) -> dict[str, Path]:
             f"(a run from before dense.onnx existed: `ac export {run_dir / 'dense.pt'} --out {run_dir / 'dense.onnx'}`)"
         )
     root = run_dir / "bench" / "artifacts"
-    return {v: build_artifact(run_dir / f, target, root / f"{target.name}-{v}") for v, f in VARIANTS.items()}
+    artifacts = {v: root / f"{target.name}-{v}" for v in VARIANTS}
+    if is_built(run_dir / target.name, run_dir / VARIANTS["compressed"], target):
+        artifacts["compressed"] = run_dir / target.name  # `ac compress --target android-arm64` built it already
+    return {v: build_artifact(run_dir / VARIANTS[v], target, out) for v, out in artifacts.items()}
 
 
 def torch_outputs(run_dir: Path, x: torch.Tensor, num_classes: int) -> np.ndarray:
@@ -84,20 +105,23 @@ def check_outputs(run_dir: Path, artifact: Path, device: Device) -> dict[str, An
     return {"status": "ok", "max_abs_diff": diff, "against": "torch, compressed.pt, the run's example input"}
 
 
-def device_file(device: Device) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", device.name)
+def bench_json(run_dir: Path, device: str) -> Path:
+    return run_dir / "bench" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', device)}.json"
 
 
-def update_report(run_dir: Path, result: dict[str, Any], json_path: Path) -> None:
-    """Add this bench to report.json's "bench" and re-render report.md from it."""
+def report_entry(run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """What the run's report keeps of a bench (report.json "bench" → device → this)."""
+    return {"metric": result["metric"], "speedup": result["speedup"], "table": speedup_table(result),
+            "output_check": result.get("output_check"), "json": str(bench_json(run_dir, result["device"]))}  # fmt: skip
+
+
+def update_report(run_dir: Path, result: dict[str, Any]) -> None:
+    """Add this bench to report.json's "bench" and re-render report.md from it (a run still going has none)."""
     path = run_dir / "report.json"
     if not path.is_file():
         return
     report = json.loads(path.read_text())
-    report.setdefault("bench", {})[result["device"]] = {
-        "metric": result["metric"], "speedup": result["speedup"], "table": speedup_table(result),
-        "output_check": result.get("output_check"), "json": str(json_path),
-    }  # fmt: skip
+    report.setdefault("bench", {})[result["device"]] = report_entry(run_dir, result)
     path.write_text(json.dumps(report, indent=2) + "\n")
     (run_dir / "report.md").write_text(render_markdown(report))
 
@@ -113,11 +137,11 @@ def bench_run(
     device = get_device(device_name)
     try:
         artifacts = run_artifacts(run_dir, bench_target(device))
-        out = run_dir / "bench" / f"{device_file(device)}.json"
+        out = bench_json(run_dir, device.name)
         result = bench(device, artifacts, settings, out)
         result["output_check"] = check_outputs(run_dir, artifacts["compressed"], device)
         write_json(out, result)
-        update_report(run_dir, result, out)
+        update_report(run_dir, result)
         if cleanup and hasattr(device, "cleanup"):
             device.cleanup()
     finally:

@@ -19,8 +19,10 @@ from ac_toolchain import __version__
 from ac_toolchain import config as cfgmod
 from ac_toolchain.compile import TARGETS
 from ac_toolchain.errors import ACError, CheckpointError, ConfigError
+from android_bench.device import BenchSettings
 
 console = Console()
+BENCH = BenchSettings()  # `ac bench` flag defaults: one source of truth
 F = Callable[..., Any]
 
 
@@ -309,29 +311,32 @@ def compile_cmd(run_or_onnx: Path, target: str, out: Path | None) -> None:
 @main.command(
     epilog="Examples:\n\n  ac bench runs/resnet18-arm64-20261124-101500 --device qemu-arm64"
     "\n\n  ac bench RUN --device adb:R58M123ABC --runs 100 --cleanup"
-    "\n\n  ac bench RUN --device qemu-arm64 --check benchmarks/baselines/smoke-qemu-arm64.json --tolerance 0.02",
+    "\n\n  ac bench RUN --device qemu-arm64 --check benchmarks/baselines/lenet5-smoke-qemu-arm64.json --tolerance 0.02",
 )
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--device", default="host", show_default=True,
               help="host, qemu-arm64 (instruction counts), adb:<serial> or adb (the only attached phone)")
-@click.option("--warmup", type=click.IntRange(0), default=10, show_default=True, help="untimed runs first")
-@click.option("--runs", type=click.IntRange(1), default=50, show_default=True, help="at least this many timed runs")
-@click.option("--min-seconds", type=click.FloatRange(0), default=2.0, show_default=True,
+@click.option("--warmup", type=click.IntRange(0), default=BENCH.warmup, show_default=True, help="untimed runs first")
+@click.option("--runs", type=click.IntRange(1), default=BENCH.runs, show_default=True,
+              help="at least this many timed runs")
+@click.option("--min-seconds", type=click.FloatRange(0), default=BENCH.min_seconds, show_default=True,
               help="... and at least this much timed wall-clock")
-@click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
+@click.option("--threads", type=click.IntRange(0), default=BENCH.threads, show_default=True,
               help="0: every big core (phone) / every core (host); qemu always runs one")
-@click.option("--cooldown", "cooldown_s", type=click.FloatRange(0), default=10.0, show_default=True,
+@click.option("--cooldown", "cooldown_s", type=click.FloatRange(0), default=BENCH.cooldown_s, show_default=True,
               help="seconds a phone rests between the two models")
-@click.option("--seed", type=int, default=0, show_default=True, help="seed of the random input")
+@click.option("--seed", type=int, default=BENCH.seed, show_default=True, help="seed of the random input")
 @click.option("--check", type=click.Path(path_type=Path), help="baseline JSON: fail when a model got slower")
 @click.option("--tolerance", type=click.FloatRange(0), default=0.02, show_default=True,
               help="allowed growth over the baseline (0.02 = 2 %)")
 @click.option("--save-baseline", type=click.Path(dir_okay=False, path_type=Path),
               help="write this bench as a baseline for later --check")
 @click.option("--cleanup", is_flag=True, help="remove the pushed files from the phone afterwards")
+@click.option("--profile-layers", is_flag=True,
+              help="instead: measure every conv layer alone; writes <run>/bench/<device>-layers.json")
 @handle_errors
 def bench(run_dir: Path, device: str, check: Path | None, tolerance: float, save_baseline: Path | None,
-          cleanup: bool, **settings: Any) -> None:  # fmt: skip
+          cleanup: bool, profile_layers: bool, **settings: Any) -> None:  # fmt: skip
     """Measure a run's dense and compressed models on a device; write <run>/bench/<device>.json.
 
     Both models are built as static runners for the device (cached in <run>/bench/artifacts/). Phones and the
@@ -339,9 +344,10 @@ def bench(run_dir: Path, device: str, check: Path | None, tolerance: float, save
     instruction counts and checks the outputs against torch."""
     from ac_toolchain.bench import bench_run
     from android_bench.bench import speedup_table
-    from android_bench.device import BenchSettings
 
     console.print(f"benchmarking {run_dir} on [bold]{device}[/] (building runners on first use: a few minutes)")
+    if profile_layers:
+        return _print_layers(run_dir, device, BenchSettings(**settings))
     result = bench_run(run_dir, device, BenchSettings(**settings), check, tolerance, save_baseline, cleanup)
     console.print(speedup_table(result))
     console.print(f"speed-up dense → compressed: [bold]{result['speedup']}×[/] ({result['metric']})")
@@ -349,6 +355,21 @@ def bench(run_dir: Path, device: str, check: Path | None, tolerance: float, save
         console.print(f"outputs vs torch: max abs difference {result['output_check']['max_abs_diff']:.2e}")
     if "gate" in result:
         console.print(f"[green]gate passed[/] against {check} (tolerance {tolerance:.1%})")
+
+
+def _print_layers(run_dir: Path, device: str, settings: Any) -> None:
+    from ac_toolchain.bench import bench_json
+    from ac_toolchain.layer_profile import profile_layers
+
+    table = profile_layers(run_dir, device, settings)
+    digits = ",.0f" if table["metric"] == "instructions" else ",.1f"
+    view = Table("variant", "layer", "input", "filters", "kernel", "stride", "rows kept", table["unit"])
+    for r in table["rows"]:
+        view.add_row(r["variant"], r["layer"], f"{r['in_channels']}×{r['height']}×{r['width']}", str(r["out_channels"]),
+                     "×".join(map(str, r["kernel"])), "×".join(map(str, r["stride"])),
+                     f"{r['rows_kept']} / {r['rows_total']}", format(r["value"], digits))  # fmt: skip
+    console.print(view)
+    console.print(f"table: {bench_json(run_dir, device + '-layers')}")
 
 
 @main.command(name="targets", epilog="Example:  ac targets")

@@ -19,6 +19,7 @@ from rich.console import Console
 from torch import nn
 
 from ac_toolchain import config as cfgmod
+from ac_toolchain.bench import QUICK, bench_run, device_for, report_entry
 from ac_toolchain.compact import compact, expand_columns
 from ac_toolchain.compile import get_target
 from ac_toolchain.compile.tvm_build import TVM_ONNX, check_toolchain, compile_onnx, load_host_module
@@ -62,9 +63,8 @@ class Run:
 
 
 def example_input(cfg: CompressConfig) -> torch.Tensor:
-    """The run's fixed example input: exports and output checks use it."""
-    torch.manual_seed(cfg.run.seed)
-    return torch.randn(*cfg.model.input_shape)
+    """The run's fixed example input: exports and output checks use it (the global RNG is left alone)."""
+    return torch.randn(*cfg.model.input_shape, generator=torch.Generator().manual_seed(cfg.run.seed))
 
 
 def build(cfg: CompressConfig, num_classes: int) -> nn.Module:
@@ -81,6 +81,7 @@ def build(cfg: CompressConfig, num_classes: int) -> nn.Module:
 def open_run(cfg: CompressConfig, run_dir: Path | None = None) -> Run:
     """Create (or reopen, for resume) the run directory and load the data."""
     check_toolchain(get_target(cfg.run.target))  # fail before training, not after
+    device_for(cfg.run.target, cfg.run.bench)
     seed_everything(cfg.run.seed)
     if run_dir is None:
         run_dir = new_run_dir(cfg.run.runs_dir, cfg.model.arch, cfg.run.target)
@@ -190,6 +191,13 @@ def compile_stage(run: Run, model: nn.Module) -> None:
     run.results["compile"] = result
 
 
+def bench_stage(run: Run, device: str) -> None:
+    """Dense vs compressed on the bench device (`ac bench` with quick settings); the result goes in the report."""
+    result = bench_run(run.dir, device, QUICK)
+    run.results.setdefault("bench", {})[device] = report_entry(run.dir, result)
+    console.print(f"speed-up dense → compressed on {device}: [bold]{result['speedup']}×[/] ({result['metric']})")
+
+
 def _under_qemu(out_dir: Path, x: np.ndarray) -> np.ndarray:
     from android_bench.local import infer
 
@@ -230,6 +238,10 @@ def compress(
         export_stage(run, net)
     with run.stage(f"compile {cfg.run.target}"):
         compile_stage(run, net)
+    bench_device = device_for(cfg.run.target, cfg.run.bench)
+    if bench_device:
+        with run.stage(f"bench on {bench_device}"):
+            bench_stage(run, bench_device)
     report = write_report(run.dir, run.cfg, run.splits.name, run.results, run.timings)
     console.print(f"[bold green]done[/]: {run.dir / 'report.md'}")
     return report

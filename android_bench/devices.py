@@ -54,11 +54,17 @@ DEVICES: dict[str, Kind] = {  # keyed by the name before the first ':'
 }
 
 
-def get_device(name: str, **kw: Any) -> Device:
-    """The device called `name`; keyword arguments go to its constructor (tests pass a fake transport)."""
+def check_name(name: str) -> tuple[Kind, str | None]:
+    """The registry entry of `name` and its argument; a DeviceError listing the choices if there is none."""
     prefix, sep, arg = name.partition(":")
     kind = DEVICES.get(prefix)
     if kind is None or (sep and not kind.takes_arg):
         choices = ", ".join(k.usage for k in DEVICES.values())
         raise DeviceError(f"unknown device {name!r}; choose one of: {choices}")
-    return kind.make(arg or None, **kw)
+    return kind, arg or None
+
+
+def get_device(name: str, **kw: Any) -> Device:
+    """The device called `name`; keyword arguments go to its constructor (tests pass a fake transport)."""
+    kind, arg = check_name(name)
+    return kind.make(arg, **kw)

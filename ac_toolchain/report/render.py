@@ -45,6 +45,7 @@ def build_report(
         "compact_max_abs_diff": results["compact_max_abs_diff"],
         "onnx_max_abs_diff": results["onnx_max_abs_diff"],
         "compile": {"target": target.name, "tvm_target": target.tvm_target, **results.get("compile", NOT_COMPILED)},
+        "bench": results.get("bench", {}),
         "artifacts": _artifacts(run_dir, target.name),
         "timings": timings,
         "config": to_dict(cfg),

@@ -47,6 +47,15 @@ def test_android_artifact_is_a_static_aarch64_runner_equal_to_torch(smoke_run: P
     assert example_input(load(smoke_run / "config.toml")).shape == (1, 1, 28, 28)
 
 
+def test_compress_ends_with_a_bench_in_the_report(smoke_run: Path) -> None:
+    report = json.loads((smoke_run / "report.json").read_text())
+    bench = report["bench"]["qemu-arm64"]
+    assert bench["metric"] == "instructions" and bench["speedup"] > 1.2  # measured 1.46 for this model
+    assert bench["output_check"]["max_abs_diff"] <= 1e-4
+    assert "bench on qemu-arm64" in report["timings"]
+    assert "| compressed |" in bench["table"] and "## Bench on qemu-arm64" in (smoke_run / "report.md").read_text()
+
+
 def test_instruction_counts_repeat_and_grow_with_runs(smoke_run: Path) -> None:
     device, artifact = QemuDevice(), smoke_run / "android-arm64"
     one, two = device.count(artifact, 1), device.count(artifact, 2)
@@ -95,3 +104,18 @@ def test_bad_baseline_and_non_run_folders_are_clear_errors(smoke_run: Path, tmp_
     assert code == 2 and "is not a run directory (no config.toml)" in said
     code, said = _ac("bench", str(smoke_run), "--device", "pixel")
     assert code == 2 and "qemu-arm64" in said
+
+
+def test_profile_layers_writes_one_row_per_conv(smoke_run: Path) -> None:
+    code, said = _ac("bench", str(smoke_run), "--device", "qemu-arm64", "--profile-layers")
+    assert code == 0, said
+    table = json.loads((smoke_run / "bench" / "qemu-arm64-layers.json").read_text())
+    assert (
+        table["metric"] == "instructions"
+        and [r["variant"] for r in table["rows"]] == ["dense"] * 2 + ["compressed"] * 2
+    )
+    dense, compressed = table["rows"][:2], table["rows"][2:]
+    assert [r["rows_total"] for r in dense] == [25, 150] and [r["rows_kept"] for r in dense] == [25, 150]
+    assert all(c["rows_kept"] < c["rows_total"] for c in compressed)  # filter+column: columns dropped
+    assert all(c["value"] < d["value"] for c, d in zip(compressed, dense, strict=True))
+    assert f"{dense[1]['value']:,.0f}" in said
