@@ -314,26 +314,58 @@ def compile_cmd(run_or_onnx: Path, target: str, out: Path | None) -> None:
     "\n\n  ac bench RUN --device qemu-arm64 --check benchmarks/baselines/lenet5-smoke-qemu-arm64.json --tolerance 0.02",
 )
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--device", default="host", show_default=True,
-              help="host, qemu-arm64 (instruction counts), adb:<serial> or adb (the only attached phone)")
+@click.option(
+    "--device",
+    default="host",
+    show_default=True,
+    help="host, qemu-arm64 (instruction counts), adb:<serial> or adb (the only attached phone)",
+)
 @click.option("--warmup", type=click.IntRange(0), default=BENCH.warmup, show_default=True, help="untimed runs first")
-@click.option("--runs", type=click.IntRange(1), default=BENCH.runs, show_default=True,
-              help="at least this many timed runs")
-@click.option("--min-seconds", type=click.FloatRange(0), default=BENCH.min_seconds, show_default=True,
-              help="... and at least this much timed wall-clock")
-@click.option("--threads", type=click.IntRange(0), default=BENCH.threads, show_default=True,
-              help="0: every big core (phone) / every core (host); qemu always runs one")
-@click.option("--cooldown", "cooldown_s", type=click.FloatRange(0), default=BENCH.cooldown_s, show_default=True,
-              help="seconds a phone rests between the two models")
+@click.option(
+    "--runs", type=click.IntRange(1), default=BENCH.runs, show_default=True, help="at least this many timed runs"
+)
+@click.option(
+    "--min-seconds",
+    type=click.FloatRange(0),
+    default=BENCH.min_seconds,
+    show_default=True,
+    help="... and at least this much timed wall-clock",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(0),
+    default=BENCH.threads,
+    show_default=True,
+    help="0: every big core (phone) / every core (host); qemu always runs one",
+)
+@click.option(
+    "--cooldown",
+    "cooldown_s",
+    type=click.FloatRange(0),
+    default=BENCH.cooldown_s,
+    show_default=True,
+    help="seconds a phone rests between the two models",
+)
 @click.option("--seed", type=int, default=BENCH.seed, show_default=True, help="seed of the random input")
 @click.option("--check", type=click.Path(path_type=Path), help="baseline JSON: fail when a model got slower")
-@click.option("--tolerance", type=click.FloatRange(0), default=0.02, show_default=True,
-              help="allowed growth over the baseline (0.02 = 2 %)")
-@click.option("--save-baseline", type=click.Path(dir_okay=False, path_type=Path),
-              help="write this bench as a baseline for later --check")
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(0),
+    default=0.02,
+    show_default=True,
+    help="allowed growth over the baseline (0.02 = 2 %)",
+)
+@click.option(
+    "--save-baseline",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write this bench as a baseline for later --check",
+)
 @click.option("--cleanup", is_flag=True, help="remove the pushed files from the phone afterwards")
-@click.option("--profile-layers", is_flag=True,
-              help="instead: measure every conv layer alone; writes <run>/bench/<device>-layers.json")
+@click.option(
+    "--profile-layers",
+    is_flag=True,
+    help="instead: measure every conv layer alone; writes <run>/bench/<device>-layers.json",
+)
 @handle_errors
 def bench(run_dir: Path, device: str, check: Path | None, tolerance: float, save_baseline: Path | None,
           cleanup: bool, profile_layers: bool, **settings: Any) -> None:  # fmt: skip

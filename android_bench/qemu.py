@@ -79,4 +79,3 @@ class QemuDevice(Device):
         """The plugin, built with the host kernels (cached)."""
         self._plugin = self._plugin or native.build("host") / "libac_qemu_insn.so"
         return self._plugin
-
