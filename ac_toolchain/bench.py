@@ -23,10 +23,11 @@ from android_bench.bench import baseline_from, bench, check_gate, speedup_table,
 from android_bench.device import BenchSettings, Device
 from android_bench.devices import check_name, get_device
 from android_bench.local import infer
+from android_bench.qemu import QEMU
 
 STATIC_TARGETS = {"x86_64": "x86", "aarch64": "android-arm64"}  # device arch → target built as a static runner
 VARIANTS = {"dense": "dense.onnx", "compressed": TVM_ONNX}  # what each variant compiles, inside the run
-LOCAL_PREFIX = {"host": [], "qemu-arm64": ["qemu-aarch64"]}  # devices whose outputs we can read back here
+LOCAL_PREFIX = {"host": [], "qemu-arm64": [QEMU]}  # devices whose outputs we can read back here
 OUTPUT_TOLERANCE = 1e-4  # max |runner - torch| on the logits
 AUTO_DEVICES = {"x86": "host", "arm64": "qemu-arm64", "android-arm64": "qemu-arm64"}  # `--bench auto` per target
 QUICK = BenchSettings(warmup=3, runs=20, min_seconds=0.5)  # the bench at the end of `ac compress`

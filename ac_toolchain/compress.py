@@ -199,9 +199,9 @@ def bench_stage(run: Run, device: str) -> None:
 
 
 def _under_qemu(out_dir: Path, x: np.ndarray) -> np.ndarray:
-    from android_bench.local import infer
+    from android_bench.qemu import QemuDevice
 
-    return infer(out_dir, [x], ["qemu-aarch64"])[0]
+    return QemuDevice().infer(out_dir, [x])[0]
 
 
 def _on_host(out_dir: Path, x: np.ndarray) -> np.ndarray:
