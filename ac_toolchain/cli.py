@@ -287,8 +287,13 @@ def export(checkpoint: str, out: Path, zero_columns: bool) -> None:
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="output folder (default: beside the ONNX)"
 )
+@click.option(
+    "--tune-trials", default=0, show_default=True, type=click.IntRange(min=0),
+    help="MetaSchedule candidates to tune the ops TVM compiles itself (x86 only; ~25 s each on 2 cores); "
+    "the log stays in <out>/tuning/ and later builds apply it",
+)  # fmt: skip
 @handle_errors
-def compile_cmd(run_or_onnx: Path, target: str, out: Path | None) -> None:
+def compile_cmd(run_or_onnx: Path, target: str, out: Path | None, tune_trials: int) -> None:
     """Compile a run's model (or any ONNX file) with TVM into <run>/<target>/ with a manifest.
 
     Convolutions run on the kernels/ gather-GEMM; all-zero weight columns (pruned columns) are skipped."""
@@ -302,9 +307,11 @@ def compile_cmd(run_or_onnx: Path, target: str, out: Path | None) -> None:
     if not onnx_path.is_file():
         raise CheckpointError(f"{run_or_onnx} has no {TVM_ONNX} or model.onnx; run `ac compress` or `ac export` first")
     out_dir = out or onnx_path.parent / target
-    manifest = compile_onnx(onnx_path, get_target(target), out_dir)
+    manifest = compile_onnx(onnx_path, get_target(target), out_dir, tune_trials)
     for name, info in manifest["files"].items():
         console.print(f"{out_dir / name}  {info['bytes']:,} bytes  sha256 {info['sha256'][:16]}…")
+    if manifest["tuning"]:
+        console.print(f"tuning log: {manifest['tuning']['dir']} ({manifest['tuning']['seconds']:.0f} s of tuning)")
     console.print(f"manifest: {out_dir / 'manifest.json'} (built in {manifest['build_seconds']:.1f} s)")
 
 

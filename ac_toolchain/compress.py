@@ -22,6 +22,7 @@ from ac_toolchain import config as cfgmod
 from ac_toolchain.bench import QUICK, bench_run, device_for, report_entry
 from ac_toolchain.compact import compact, expand_columns
 from ac_toolchain.compile import get_target
+from ac_toolchain.compile.tuning import check_tunable
 from ac_toolchain.compile.tvm_build import TVM_ONNX, check_toolchain, compile_onnx, load_host_module
 from ac_toolchain.config import CompressConfig
 from ac_toolchain.count import count
@@ -81,6 +82,7 @@ def build(cfg: CompressConfig, num_classes: int) -> nn.Module:
 def open_run(cfg: CompressConfig, run_dir: Path | None = None) -> Run:
     """Create (or reopen, for resume) the run directory and load the data."""
     check_toolchain(get_target(cfg.run.target))  # fail before training, not after
+    check_tunable(get_target(cfg.run.target), cfg.run.tune_trials)
     device_for(cfg.run.target, cfg.run.bench)
     seed_everything(cfg.run.seed)
     if run_dir is None:
@@ -170,8 +172,8 @@ def compile_stage(run: Run, model: nn.Module) -> None:
     """TVM-compile model.tvm.onnx for the run's target into <run>/<target>/; x86 artifacts are run and checked."""
     target = get_target(run.cfg.run.target)
     out_dir = run.dir / target.name
-    manifest = compile_onnx(run.dir / TVM_ONNX, target, out_dir)
-    keys = ("files", "build_seconds", "schedules", "kernel_rows")
+    manifest = compile_onnx(run.dir / TVM_ONNX, target, out_dir, run.cfg.run.tune_trials)
+    keys = ("files", "build_seconds", "schedules", "kernel_rows", "tuning")
     result: dict[str, Any] = {"dir": str(out_dir), "manifest": str(out_dir / "manifest.json"),
                               **{k: manifest.get(k) for k in keys}}  # fmt: skip
     run_here = LOCAL_CHECKS.get((target.name, target.link))

@@ -3,8 +3,8 @@ manifest with hashes, versions, target and I/O.
 
 CPU targets route their convolutions to the C++ kernel of kernels/ (compile/lowering.py), linked into
 model.so; the remaining ops (pools, residual adds, linear layers, the gathers of column-pruned convs) use
-TVM's default relax pipeline, unscheduled. GPU targets get dlight's generic GPU rules, which is what makes them
-compile at all.
+TVM's default relax pipeline, unscheduled, unless ``--tune-trials`` tunes them (compile/tuning.py, x86).
+GPU targets get dlight's generic GPU rules, which is what makes them compile at all.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import onnx
 from ac_toolchain import native
 from ac_toolchain.compile.lowering import kernel_objects, route_convolutions
 from ac_toolchain.compile.targets import Target
+from ac_toolchain.compile.tuning import TUNING_DIR, check_tunable, has_records, tune, tuning_target
 from ac_toolchain.errors import TargetError
 
 TVM_ONNX = "model.tvm.onnx"  # a run's compact model with column-pruned convs as zero columns (expand_columns)
@@ -160,15 +161,19 @@ def _io(model: onnx.ModelProto) -> dict[str, Any]:
     return {"inputs": describe(model.graph.input), "outputs": describe(model.graph.output)}
 
 
-def compile_onnx(onnx_path: Path, target: Target, out_dir: Path) -> dict[str, Any]:
-    """Import, build and export; returns (and writes) the manifest."""
+def compile_onnx(onnx_path: Path, target: Target, out_dir: Path, tune_trials: int = 0) -> dict[str, Any]:
+    """Import, build and export; returns (and writes) the manifest. ``tune_trials`` MetaSchedule candidates tune
+    what TVM compiles itself (x86 only); tuning records already in ``out_dir/tuning`` are applied either way."""
     check_toolchain(target)
+    check_tunable(target, tune_trials)
     import tvm
     from tvm.relax.frontend.onnx import from_onnx
 
     start = time.perf_counter()
     model = onnx.load(str(onnx_path))
-    tvm_target = _tvm_target(target)
+    work_dir = out_dir / TUNING_DIR
+    tuned = bool(tune_trials) or has_records(work_dir)
+    tvm_target = tuning_target(target) if tuned else _tvm_target(target)
     out_dir.mkdir(parents=True, exist_ok=True)
     with quiet_native_stderr():
         mod = from_onnx(model, keep_params_in_input=False)
@@ -178,14 +183,20 @@ def compile_onnx(onnx_path: Path, target: Target, out_dir: Path) -> dict[str, An
         addons = kernel_objects(target) if routed and target.link == "shared" else []
         if target.link == "source":
             mod = _gpu_schedules(mod, tvm_target)
+        tuning_seconds = 0.0
+        if tuned:
+            tuning_seconds = -time.perf_counter()
+            mod = tune(mod, tvm_target, tune_trials, work_dir)
+            tuning_seconds += time.perf_counter()
         ex = tvm.relax.build(mod, target=tvm_target, system_lib=target.link == "static")
         files = EXPORTERS[target.link](ex, target, out_dir, addons)
     manifest = {
         "target": target.name, "tvm_target": str(tvm_target), "tvm_version": tvm.__version__, "link": target.link,
         "source_onnx": str(onnx_path), "source_sha256": sha256(onnx_path), **_io(model),
         "files": {f.name: {"sha256": sha256(f), "bytes": f.stat().st_size} for f in files},
-        "schedules": f"{len(routed)} convolutions on the kernels/ gather-GEMM; other ops: default relax pipeline"
-        if target.link != "source" else "dlight generic GPU rules",
+        "schedules": _schedules(target, routed, tuned),
+        "tuning": {"trials": tune_trials, "dir": str(work_dir), "seconds": round(tuning_seconds, 3)}
+        if tuned else None,
         "kernel_convolutions": len(routed),
         "kernel_rows": {"kept": sum(k for k, _ in routed), "total": sum(t for _, t in routed)},
         "build_seconds": round(time.perf_counter() - start, 3),
@@ -193,6 +204,13 @@ def compile_onnx(onnx_path: Path, target: Target, out_dir: Path) -> dict[str, An
     }  # fmt: skip
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _schedules(target: Target, routed: list[tuple[int, int]], tuned: bool) -> str:
+    if target.link == "source":
+        return "dlight generic GPU rules"
+    rest = "MetaSchedule-tuned (tuning/)" if tuned else "default relax pipeline"
+    return f"{len(routed)} convolutions on the kernels/ gather-GEMM; other ops: {rest}"
 
 
 Runner = Callable[[np.ndarray], np.ndarray]
