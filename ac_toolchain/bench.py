@@ -27,7 +27,7 @@ from android_bench.qemu import QEMU
 
 STATIC_TARGETS = {"x86_64": "x86", "aarch64": "android-arm64"}  # device arch → target built as a static runner
 VARIANTS = {"dense": "dense.onnx", "compressed": TVM_ONNX}  # what each variant compiles, inside the run
-LOCAL_PREFIX = {"host": [], "qemu-arm64": [QEMU]}  # devices whose outputs we can read back here
+LOCAL_PREFIX = {"host": [], "qemu-arm64": [QEMU], "callgrind": []}  # outputs read back here (callgrind: natively)
 OUTPUT_TOLERANCE = 1e-4  # max |runner - torch| on the logits
 AUTO_DEVICES = {"x86": "host", "arm64": "qemu-arm64", "android-arm64": "qemu-arm64"}  # `--bench auto` per target
 QUICK = BenchSettings(warmup=3, runs=20, min_seconds=0.5)  # the bench at the end of `ac compress`
@@ -47,7 +47,7 @@ def bench_target(device: Device) -> Target:
     if device.arch not in STATIC_TARGETS:
         raise DeviceError(f"{device.name} is a {device.arch} machine; AutoCompress builds runners for "
                           f"{', '.join(STATIC_TARGETS)} only")  # fmt: skip
-    return dataclasses.replace(get_target(STATIC_TARGETS[device.arch]), link="static")
+    return dataclasses.replace(get_target(device.static_target or STATIC_TARGETS[device.arch]), link="static")
 
 
 def is_built(out_dir: Path, onnx_path: Path, target: Target) -> bool:

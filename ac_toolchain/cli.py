@@ -318,6 +318,7 @@ def compile_cmd(run_or_onnx: Path, target: str, out: Path | None, tune_trials: i
 @main.command(
     epilog="Examples:\n\n  ac bench runs/resnet18-arm64-20261124-101500 --device qemu-arm64"
     "\n\n  ac bench RUN --device adb:R58M123ABC --runs 100 --cleanup"
+    "\n\n  ac bench RUN --device callgrind"
     "\n\n  ac bench RUN --device qemu-arm64 --check benchmarks/baselines/lenet5-smoke-qemu-arm64.json --tolerance 0.02",
 )
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -325,7 +326,8 @@ def compile_cmd(run_or_onnx: Path, target: str, out: Path | None, tune_trials: i
     "--device",
     default="host",
     show_default=True,
-    help="host, qemu-arm64 (instruction counts), adb:<serial> or adb (the only attached phone)",
+    help="host, qemu-arm64 (aarch64 instruction counts), callgrind (x86 instruction counts, valgrind), "
+    "adb:<serial> or adb (the only attached phone)",
 )
 @click.option("--warmup", type=click.IntRange(0), default=BENCH.warmup, show_default=True, help="untimed runs first")
 @click.option(

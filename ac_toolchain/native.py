@@ -22,8 +22,20 @@ from ac_toolchain.errors import TargetError
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ROOT / "kernels"
 NATIVE_DIRS = (KERNELS, ROOT / "android_bench" / "runner", ROOT / "android_bench" / "qemu_plugin")
-TOOLCHAINS = {"host": None, "aarch64": ROOT / "cmake" / "aarch64-linux-gnu.cmake"}
-COMPILERS = {"host": "g++", "aarch64": "aarch64-linux-gnu-g++"}
+
+
+@dataclass(frozen=True)
+class NativeBuild:
+    """One flavour of the CMake build: its compiler and what it adds to the CMake configure line."""
+
+    compiler: str
+    cmake: tuple[str, ...] = ()
+
+
+BUILDS = {
+    "host": NativeBuild("g++"),
+    "aarch64": NativeBuild("aarch64-linux-gnu-g++", (f"-DCMAKE_TOOLCHAIN_FILE={ROOT}/cmake/aarch64-linux-gnu.cmake",)),
+}  # fmt: skip
 INSTALL_HINT = "install the build tools with: bash scripts/install-system-deps.sh"
 
 
@@ -97,19 +109,19 @@ def build(kind: str = "host", runner: bool = False) -> Path:
     ``runner``: build only ``libac_runner.a``, the device runner's core (TVM runtime from the installed wheel,
     a few minutes on two cores) instead of the kernel library.
     """
-    if kind not in TOOLCHAINS:
-        raise TargetError(f"unknown kernel build {kind!r}; choose one of {', '.join(TOOLCHAINS)}")
-    for tool in ("cmake", COMPILERS[kind]):
+    if kind not in BUILDS:
+        raise TargetError(f"unknown kernel build {kind!r}; choose one of {', '.join(BUILDS)}")
+    flavour = BUILDS[kind]
+    for tool in ("cmake", flavour.compiler):
         if shutil.which(tool) is None:
             raise TargetError(f"building the kernels needs {tool}, not found; {INSTALL_HINT}")
-    toolchain = TOOLCHAINS[kind]
     wheels = _wheel_dirs() if runner else []
-    digest = source_digest(kind, *wheels, *_versions(runner), ROOT / "CMakeLists.txt", *filter(None, [toolchain]))
+    toolchains = sorted((ROOT / "cmake").glob("*.cmake"))
+    digest = source_digest(kind, *flavour.cmake, *wheels, *_versions(runner), ROOT / "CMakeLists.txt", *toolchains)
     out = cache_dir() / "kernels" / f"{kind}{'-runner' if runner else ''}-{digest}"
     if (out / ".complete").exists():
         return out
-    configure = ["cmake", "-S", str(ROOT), "-B", str(out), "-DCMAKE_BUILD_TYPE=Release"]
-    configure += [f"-DCMAKE_TOOLCHAIN_FILE={toolchain}"] if toolchain else []
+    configure = ["cmake", "-S", str(ROOT), "-B", str(out), "-DCMAKE_BUILD_TYPE=Release", *flavour.cmake]
     configure += ["-DAC_RUNNER=ON", f"-DAC_TVM_DIR={wheels[0]}", f"-DAC_TVM_FFI_DIR={wheels[1]}"] if runner else []
     compile_ = ["cmake", "--build", str(out), "--parallel", str(os.cpu_count() or 1)]
     compile_ += ["--target", "ac_runner"] if runner else []
@@ -133,7 +145,7 @@ def link_runner(objects: list[Path], kind: str, out: Path) -> Path:
     Whole-archive: the runtime registers its functions from static initialisers that nothing references.
     """
     core = build(kind, runner=True) / "libac_runner.a"
-    cmd = [COMPILERS[kind], "-o", str(out), *map(str, objects), "-Wl,--whole-archive", str(core),
+    cmd = [BUILDS[kind].compiler, "-o", str(out), *map(str, objects), "-Wl,--whole-archive", str(core),
            "-Wl,--no-whole-archive", "-static", "-pthread", "-s"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ac_toolchain.errors import DeviceError
+
 
 @dataclass(frozen=True)
 class BenchSettings:
@@ -36,11 +38,12 @@ class BenchSettings:
 
 
 class Device(ABC):
-    """A place that runs artifacts: `host`, `qemu-arm64`, `adb:<serial>` (and a fake one in tests)."""
+    """A place that runs artifacts: `host`, `qemu-arm64`, `callgrind`, `adb:<serial>` (and a fake one in tests)."""
 
     name: str  # as given to `ac bench --device`
     arch: str  # "x86_64" or "aarch64": which compiled artifacts it can run
     metric: str  # "latency_us" (samples, wall-clock) or "instructions" (deterministic counts)
+    static_target: str | None = None  # the compile target its runners are built for; None: the arch's default
 
     @abstractmethod
     def fingerprint(self) -> dict[str, str]:
@@ -62,3 +65,30 @@ class Device(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release locks and temporary files."""
+
+
+class CountingDevice(Device):
+    """A device measured in executed instructions: one inference costs count(N + 1) - count(N)."""
+
+    metric = "instructions"
+
+    def __init__(self, base_runs: int = 1) -> None:
+        self.base_runs = base_runs  # N
+
+    def thermal(self) -> dict[str, float]:
+        return {}  # counts do not depend on temperature
+
+    def measure(
+        self, artifact: Path, settings: BenchSettings, on_sample: Callable[[float], None] | None = None
+    ) -> dict[str, Any]:
+        counts = {n: self.count(artifact, n, settings.seed) for n in (self.base_runs, self.base_runs + 1)}
+        per_inference = counts[self.base_runs + 1] - counts[self.base_runs]
+        if per_inference <= 0:
+            raise DeviceError(f"instruction counts of {artifact} did not grow with the run count: {counts}")
+        return {"metric": self.metric, "instructions": per_inference,
+                "counts": {str(n): c for n, c in counts.items()},
+                "startup_instructions": counts[self.base_runs] - self.base_runs * per_inference}  # fmt: skip
+
+    @abstractmethod
+    def count(self, artifact: Path, runs: int, seed: int = 0) -> int:
+        """Instructions of one whole runner process doing `runs` inferences (no warm-up, one thread)."""

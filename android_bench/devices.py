@@ -1,4 +1,4 @@
-"""`--device NAME` → a Device. One registry entry per kind: `host`, `qemu-arm64`, `adb:<serial>`, `adb`."""
+"""`--device NAME` → a Device. One registry entry per kind: `host`, `qemu-arm64`, `callgrind`, `adb:<serial>`, `adb`."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ def _qemu(arg: str | None, **kw: Any) -> Device:
     return QemuDevice(**kw)
 
 
+def _callgrind(arg: str | None, **kw: Any) -> Device:
+    from android_bench.callgrind import CallgrindDevice  # needs valgrind; imported only when asked for
+
+    return CallgrindDevice(**kw)
+
+
 def _adb(serial: str | None, **kw: Any) -> Device:
     if serial:
         return AdbDevice(serial, **kw)
@@ -50,6 +56,7 @@ class Kind:
 DEVICES: dict[str, Kind] = {  # keyed by the name before the first ':'
     "host": Kind(_host, "host"),
     "qemu-arm64": Kind(_qemu, "qemu-arm64"),
+    "callgrind": Kind(_callgrind, "callgrind"),
     "adb": Kind(_adb, "adb:<serial>, adb (the only attached phone)", takes_arg=True),
 }
 

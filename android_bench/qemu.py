@@ -13,15 +13,14 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ac_toolchain import native
 from ac_toolchain.errors import DeviceError
-from android_bench.device import BenchSettings, Device
+from android_bench.device import BenchSettings, CountingDevice
 from android_bench.local import infer, run_runner
 from android_bench.protocol import parse_runner_output, runner_command
 
@@ -29,35 +28,20 @@ QEMU = "qemu-aarch64"
 INSTALL_HINT = "install it with: bash scripts/install-system-deps.sh (Debian: apt-get install qemu-user)"
 
 
-class QemuDevice(Device):
+class QemuDevice(CountingDevice):
     name = "qemu-arm64"
     arch = "aarch64"
-    metric = "instructions"
 
     def __init__(self, base_runs: int = 1) -> None:
         if shutil.which(QEMU) is None:
             raise DeviceError(f"the qemu-arm64 device needs {QEMU}, not found; {INSTALL_HINT}")
-        self.base_runs = base_runs  # N: the count of one inference is count(N + 1) - count(N)
+        super().__init__(base_runs)
         self._plugin: Path | None = None
 
     def fingerprint(self) -> dict[str, str]:
         version = subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
         return {"emulator": version, "counter": "ac_qemu_insn (TCG inline count of executed guest instructions)",
                 "host_cpu": platform.processor() or platform.machine()}  # fmt: skip
-
-    def thermal(self) -> dict[str, float]:
-        return {}  # an emulator has no thermal zones; counts do not depend on temperature
-
-    def measure(
-        self, artifact: Path, settings: BenchSettings, on_sample: Callable[[float], None] | None = None
-    ) -> dict[str, Any]:
-        counts = {n: self.count(artifact, n, settings.seed) for n in (self.base_runs, self.base_runs + 1)}
-        per_inference = counts[self.base_runs + 1] - counts[self.base_runs]
-        if per_inference <= 0:
-            raise DeviceError(f"instruction counts of {artifact} did not grow with the run count: {counts}")
-        return {"metric": self.metric, "instructions": per_inference,
-                "counts": {str(n): c for n, c in counts.items()},
-                "startup_instructions": counts[self.base_runs] - self.base_runs * per_inference}  # fmt: skip
 
     def count(self, artifact: Path, runs: int, seed: int = 0) -> int:
         """Guest instructions of one whole runner process doing `runs` inferences (no warm-up, one thread)."""

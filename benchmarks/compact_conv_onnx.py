@@ -1,6 +1,6 @@
 """Which ONNX expression of CompactConv2d runs faster in onnxruntime?
 
-    python benchmarks/compact_conv_onnx.py [--runs 200]
+    python -m benchmarks.compact_conv_onnx [--runs 200]
 
 ResNet-18 (CIFAR, batch 1) at filter+column 0.8, exported twice: with CompactConv2d's own forward (per kernel
 tap: strided Slice + Gather of the kept channels, one Concat, one 1x1 Conv) and with a flat gather-GEMM (one

@@ -1,7 +1,7 @@
 """Per-layer latency of column-pruned convs: the kernels/ gather-GEMM on the kept columns vs the same conv with all
 columns, and onnxruntime on the same two layers, side by side in one process.
 
-    python benchmarks/layer_latency.py [--model resnet18] [--rate 0.8] [--scheme column] [--runs 100]
+    python -m benchmarks.layer_latency [--model resnet18] [--rate 0.8] [--scheme column] [--runs 100]
 
 Builds the CIFAR-layout model (3x32x32, batch 1), prunes it one-shot and compacts it; for every CompactConv2d it
 records the layer's input, then times round-robin: the kernel with the kept rows, the kernel with every row

@@ -1,6 +1,6 @@
 """Plots of the benchmark results: one PNG beside each JSON in benchmarks/results/.
 
-    python benchmarks/plot.py
+    python -m benchmarks.plot
 
 structure_latency-*.json: median latency per variant (bars, with min-max whiskers);
 layer_latency-*.json: per column-pruned layer, kernel and onnxruntime realised ratios (1.0 = column pruning

@@ -1,6 +1,6 @@
 """Latency of dense vs masked vs compact in torch, onnxruntime and TVM (x86 build), side by side in one process.
 
-    python benchmarks/structure_latency.py [--model resnet18] [--rate 0.8] [--scheme filter+column] [--runs 50]
+    python -m benchmarks.structure_latency [--model resnet18] [--rate 0.8] [--scheme filter+column] [--runs 50]
 
 Builds the CIFAR-layout model (3x32x32, 10 classes, batch 1), prunes it one-shot, compacts it, exports the dense,
 masked and compact models to ONNX, compiles the dense and compact ONNX with TVM for this machine (convolutions on
@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import onnxruntime as ort
 import torch
@@ -85,6 +86,27 @@ def tvm_runner(path: Path, x: torch.Tensor, out_dir: Path) -> Callable[[], objec
     return lambda: run(feed)
 
 
+def export_variants(model: str, rate: float, scheme: str, tmp: Path) -> dict[str, Any]:
+    """The benchmark's models (seed 0, one-shot pruned, compacted), exported to ONNX in ``tmp``: dense, masked,
+    compact (CompactConv2d form, for onnxruntime) and compact_tvm (zero columns, the form the compile stage uses);
+    plus the torch modules, the input and the dense / pruned counts."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 32, 32)
+    dense = ac.build_model(model, num_classes=10, in_channels=3, input_size=(32, 32)).eval()
+    masked = ac.build_model(model, num_classes=10, in_channels=3, input_size=(32, 32)).eval()
+    masked.load_state_dict(dense.state_dict())
+    ac.prune(masked, x, rate, scheme)
+    small = compact(masked, x).eval()
+    return {
+        "x": x, "torch": {"dense": dense, "masked": masked, "compact": small},
+        "onnx": {"dense": export_onnx(dense, x, tmp / "dense.onnx"),
+                 "masked": export_onnx(masked, x, tmp / "masked.onnx"),
+                 "compact": export_onnx(small, x, tmp / "compact.onnx"),
+                 "compact_tvm": export_onnx(expand_columns(small), x, tmp / "compact.tvm.onnx")},
+        "counts": (count(dense, x), count(masked, x)),
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet18")
@@ -95,31 +117,17 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read when TVM's thread pool starts
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    x = torch.randn(1, 3, 32, 32)
-    dense = ac.build_model(args.model, num_classes=10, in_channels=3, input_size=(32, 32)).eval()
-    masked = ac.build_model(args.model, num_classes=10, in_channels=3, input_size=(32, 32)).eval()
-    masked.load_state_dict(dense.state_dict())
-    ac.prune(masked, x, args.rate, args.scheme)
-    small = compact(masked, x).eval()
     with tempfile.TemporaryDirectory() as tmp:
-        dense_onnx = export_onnx(dense, x, Path(tmp) / "dense.onnx")
-        masked_onnx = export_onnx(masked, x, Path(tmp) / "masked.onnx")
-        compact_onnx = export_onnx(small, x, Path(tmp) / "compact.onnx")
+        v = export_variants(args.model, args.rate, args.scheme, Path(tmp))
+        x, models, onnx_paths = v["x"], v["torch"], v["onnx"]
         runners = {
-            "torch dense": torch_runner(dense, x),
-            "torch masked": torch_runner(masked, x),
-            "torch compact": torch_runner(small, x),
-            "onnxruntime dense": ort_runner(dense_onnx, x, args.threads),
-            "onnxruntime masked": ort_runner(masked_onnx, x, args.threads),
-            "onnxruntime compact": ort_runner(compact_onnx, x, args.threads),
-            "tvm dense": tvm_runner(dense_onnx, x, Path(tmp) / "tvm-dense"),
-            "tvm compact": tvm_runner(
-                export_onnx(expand_columns(small), x, Path(tmp) / "compact.tvm.onnx"), x, Path(tmp) / "tvm-compact"
-            ),
+            **{f"torch {name}": torch_runner(m, x) for name, m in models.items()},
+            **{f"onnxruntime {name}": ort_runner(onnx_paths[name], x, args.threads) for name in models},
+            "tvm dense": tvm_runner(onnx_paths["dense"], x, Path(tmp) / "tvm-dense"),
+            "tvm compact": tvm_runner(onnx_paths["compact_tvm"], x, Path(tmp) / "tvm-compact"),
         }
         samples = time_round_robin(runners, args.runs, warmup=5)
-    write(args, samples, count(dense, x), count(masked, x))
+    write(args, samples, *v["counts"])
 
 
 def write(args: argparse.Namespace, samples: dict[str, list[float]], dense: dict, pruned: dict) -> None:

@@ -107,7 +107,8 @@ def route_convolutions(mod: Any) -> tuple[Any, list[tuple[int, int]]]:
 
 
 def kernel_objects(target: Target) -> list[Path]:
-    """Compile kernels/src for the target (cached by source hash and flags); the objects model.so links."""
+    """Compile kernels/src for the target (cached by source hash and flags); the objects model.so (or the static
+    runner) links."""
     import tvm
     import tvm_ffi.libinfo
 
@@ -117,6 +118,7 @@ def kernel_objects(target: Target) -> list[Path]:
     includes = [str(native.KERNELS / "include"), tvm_ffi.libinfo.find_include_path(),
                 tvm_ffi.libinfo.find_dlpack_include_path(), str(Path(tvm.__file__).parent / "include")]  # fmt: skip
     flags = ["-O3", "-std=c++17", "-fPIC", "-ffp-contract=fast", "-DAC_PARALLEL_TVM", *target.kernel_flags]
+    flags += ["-DAC_SYSTEM_LIB"] if target.link == "static" else []  # the runner finds it in the system library
     out = native.cache_dir() / "tvm-kernels" / f"{target.name}-{native.source_digest(compiler, *flags)}"
     out.mkdir(parents=True, exist_ok=True)
     objects = []

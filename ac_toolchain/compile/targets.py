@@ -17,6 +17,7 @@ class Target:
     link: str  # "shared" (a .so for this OS's loader) or "static" (system library linked into the runner)
     bench_devices: tuple[str, ...] = field(default=())
     kernel_flags: tuple[str, ...] | None = None  # flags for kernels/ linked into model.so; None: no CPU kernels
+    native: str = "host"  # the runner core (native.BUILDS) a static runner links
 
 
 TARGETS: dict[str, Target] = {
@@ -24,15 +25,20 @@ TARGETS: dict[str, Target] = {
     for t in (
         Target("x86", "this machine's CPU (llvm)", {"kind": "llvm"}, None, "shared", ("host",), ("-march=native",)),
         Target(
+            # Runs on any x86 CPU with AVX2 + FMA (Haswell, Zen and later), and under valgrind (no AVX-512).
+            "x86-avx2", "any x86 CPU with AVX2 and FMA (portable; valgrind can count it)",
+            {"kind": "llvm", "mcpu": "haswell"}, None, "shared", ("host",), ("-march=haswell",),
+        ),
+        Target(
             "arm64", "aarch64 Linux CPU with NEON",
             {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
-            "aarch64-linux-gnu-g++", "shared", ("qemu-arm64",), ("-march=armv8-a",),
+            "aarch64-linux-gnu-g++", "shared", ("qemu-arm64",), ("-march=armv8-a",), "aarch64",
         ),
         Target(
             # A static executable needs no loader, so Android's kernel runs a glibc-linked one as any Linux does.
             "android-arm64", "aarch64 Android phone CPU (static runner with the model linked in)",
             {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
-            "aarch64-linux-gnu-g++", "static", ("adb", "qemu-arm64"), ("-march=armv8-a",),
+            "aarch64-linux-gnu-g++", "static", ("adb", "qemu-arm64"), ("-march=armv8-a",), "aarch64",
         ),
         Target("opencl", "mobile GPU via OpenCL (Mali / Adreno); compile-only here",
                {"kind": "opencl", "device": "mali"}, "aarch64-linux-gnu-g++", "source", ()),

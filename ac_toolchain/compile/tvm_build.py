@@ -119,8 +119,8 @@ def _export_source(ex: Any, target: Target, out_dir: Path, addons: list[Path]) -
 
 
 def _export_static(ex: Any, target: Target, out_dir: Path, addons: list[Path]) -> list[Path]:
-    """The model as a system library (objects), linked into the static device runner: one executable that
-    runs under any loader (Android's, qemu-user, this machine's). The kernels are part of the runner's core."""
+    """The model as a system library (objects), linked with the kernel objects into the static device runner: one
+    executable that runs under any loader (Android's, qemu-user, this machine's)."""
     import tarfile
 
     from tvm.support import tar
@@ -129,12 +129,8 @@ def _export_static(ex: Any, target: Target, out_dir: Path, addons: list[Path]) -
         ex.export_library(f"{tmp}/model.tar", fcompile=tar.tar)
         with tarfile.open(f"{tmp}/model.tar") as archive:
             archive.extractall(tmp, filter="data")
-        objects = sorted(Path(tmp).glob("*.o"))
-        return [native.link_runner(objects, _native_kind(target), out_dir / "runner")]
-
-
-def _native_kind(target: Target) -> str:
-    return "aarch64" if target.cross_compiler else "host"
+        objects = [*sorted(Path(tmp).glob("*.o")), *addons]
+        return [native.link_runner(objects, target.native, out_dir / "runner")]
 
 
 EXPORTERS: dict[str, Callable[[Any, Target, Path, list[Path]], list[Path]]] = {
@@ -180,7 +176,7 @@ def compile_onnx(onnx_path: Path, target: Target, out_dir: Path, tune_trials: in
         routed: list[tuple[int, int]] = []
         if target.kernel_flags is not None:
             mod, routed = route_convolutions(mod)
-        addons = kernel_objects(target) if routed and target.link == "shared" else []
+        addons = kernel_objects(target) if routed else []
         if target.link == "source":
             mod = _gpu_schedules(mod, tvm_target)
         tuning_seconds = 0.0

@@ -62,5 +62,6 @@ def test_adb_alone_with_two_phones_lists_them(monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.mark.parametrize("name", ["phone", "host:2", "qemu-arm64:x", "ADB:1", ""])
 def test_unknown_names_list_the_choices(name: str) -> None:
-    with pytest.raises(DeviceError, match=rf"unknown device {name!r}; choose one of: host, qemu-arm64, adb:<serial>"):
+    choices = "host, qemu-arm64, callgrind, adb:<serial>"
+    with pytest.raises(DeviceError, match=rf"unknown device {name!r}; choose one of: {choices}"):
         get_device(name)

@@ -1,0 +1,123 @@
+"""Instructions per inference under valgrind's callgrind (deterministic), beside structure_latency.py's times.
+
+    python -m benchmarks.instruction_counts [--model resnet18] [--rate 0.8] [--scheme filter+column]
+
+The same models as structure_latency.py (seed 0, one-shot pruned, compacted). TVM: the dense and the compact
+model built for the portable x86-avx2 target as static runners (valgrind cannot run AVX-512 code, so not
+-march=native), counted by the `callgrind` bench device. onnxruntime: the dense, masked and compact ONNX in a
+python process of this file (``--ort-child``), one thread. Every program runs with N and N + 1 inferences and the
+difference is the count of one (start-up, imports and session creation cancel). onnxruntime picks its AVX2
+kernels under valgrind, so both engines run the same ISA. One thread throughout: counts of a multithreaded run
+depend on how long idle workers spin. Slow: ~1-2 minutes per onnxruntime run of ResNet-18 under callgrind.
+Writes benchmarks/results/instruction_counts-<model>-<scheme>-<rate>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def ort_child(onnx_path: str, runs: int) -> None:
+    """Run `runs` inferences of onnx_path with onnxruntime on one thread (what callgrind counts)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    session = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype("float32")
+    for _ in range(runs):
+        session.run(None, {"input": x})
+
+
+def count_ort(onnx_path: Path) -> int:
+    from android_bench.callgrind import count_command
+
+    one, two = (count_command([sys.executable, __file__, "--ort-child", str(onnx_path), str(n)]) for n in (1, 2))
+    return two - one
+
+
+def count_tvm(onnx_path: Path, out_dir: Path) -> int:
+    from ac_toolchain.compile import get_target
+    from ac_toolchain.compile.tvm_build import compile_onnx
+    from android_bench.callgrind import CallgrindDevice
+    from android_bench.device import BenchSettings
+
+    compile_onnx(onnx_path, dataclasses.replace(get_target("x86-avx2"), link="static"), out_dir)
+    return int(CallgrindDevice().measure(out_dir, BenchSettings())["instructions"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--rate", type=float, default=0.8)
+    parser.add_argument("--scheme", default="filter+column")
+    args = parser.parse_args()
+    from benchmarks.structure_latency import export_variants
+
+    with tempfile.TemporaryDirectory() as tmp:
+        v = export_variants(args.model, args.rate, args.scheme, Path(tmp))
+        onnx_paths = v["onnx"]
+        counts = {
+            "tvm dense": count_tvm(onnx_paths["dense"], Path(tmp) / "tvm-dense"),
+            "tvm compact": count_tvm(onnx_paths["compact_tvm"], Path(tmp) / "tvm-compact"),
+            **{f"onnxruntime {name}": count_ort(onnx_paths[name]) for name in ("dense", "masked", "compact")},
+        }
+    write(args, counts, *v["counts"])
+
+
+def write(args: argparse.Namespace, counts: dict[str, int], dense: dict, pruned: dict) -> None:
+    import onnxruntime as ort
+    import tvm
+
+    flops_reduction = dense["flops"] / pruned["flops"]
+    realised = {
+        "tvm": counts["tvm dense"] / counts["tvm compact"] / flops_reduction,
+        "onnxruntime (compact ONNX)": counts["onnxruntime dense"] / counts["onnxruntime compact"] / flops_reduction,
+        "onnxruntime (masked ONNX)": counts["onnxruntime dense"] / counts["onnxruntime masked"] / flops_reduction,
+    }
+    valgrind = subprocess.run(["valgrind", "--version"], capture_output=True, text=True).stdout.strip()
+    result = {
+        "model": args.model, "input": [1, 3, 32, 32], "scheme": args.scheme, "rate": args.rate, "threads": 1,
+        "dense": dense, "pruned": pruned, "flops_reduction": flops_reduction,
+        "instructions_per_inference": counts, "realised_speedup_over_flops_reduction": realised,
+        "machine": {"valgrind": valgrind, "onnxruntime": ort.__version__, "tvm": tvm.__version__,
+                    "tvm_target": "x86-avx2 (static runner)", "cpu": platform.processor() or platform.machine()},
+    }  # fmt: skip
+    RESULTS.mkdir(exist_ok=True)
+    stem = f"instruction_counts-{args.model}-{args.scheme.replace('+', '_')}-{args.rate}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    base = counts["onnxruntime dense"]
+    lines = [
+        f"# {args.model}, {args.scheme} at {args.rate}: instructions per inference (callgrind, 1 thread, AVX2)",
+        "",
+        f"FLOPs (MACs) {dense['flops']:,} → {pruned['flops']:,} ({flops_reduction:.2f}×).",
+        "",
+        "| variant | instructions | vs onnxruntime dense |",
+        "|---|---:|---:|",
+        *[f"| {k} | {v:,} | {base / v:.2f}× |" for k, v in counts.items()],
+        "",
+        "Realised reduction (dense ÷ pruned, same engine) ÷ FLOPs reduction: "
+        + ", ".join(f"{k} {r:.2f}" for k, r in realised.items())
+        + ".",
+        "",
+    ]
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--ort-child"]:
+        ort_child(sys.argv[2], int(sys.argv[3]))
+    else:
+        main()
