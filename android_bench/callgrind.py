@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ac_toolchain.errors import DeviceError
-from android_bench.device import BenchSettings, CountingDevice
-from android_bench.local import run_runner
-from android_bench.protocol import parse_runner_output, runner_command
+from android_bench.device import CountingDevice
+from android_bench.local import counted_run
 
 VALGRIND = "valgrind"
 INSTALL_HINT = "install it with: bash scripts/install-system-deps.sh (Debian: apt-get install valgrind)"
@@ -66,9 +65,4 @@ class CallgrindDevice(CountingDevice):
                 "host_cpu": platform.processor() or platform.machine()}  # fmt: skip
 
     def count(self, artifact: Path, runs: int, seed: int = 0) -> int:
-        settings = BenchSettings(warmup=0, runs=runs, min_seconds=0.0, threads=1, seed=seed)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "callgrind.out"
-            stdout = run_runner(artifact, runner_command(settings), callgrind_prefix(out))
-            parse_runner_output(stdout.splitlines())  # the runner finished every run
-            return read_total(out, str(artifact))
+        return counted_run(artifact, runs, seed, callgrind_prefix, lambda out: read_total(out, str(artifact)))

@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ac_toolchain.errors import DeviceError
 from android_bench.device import BenchSettings
-from android_bench.protocol import runner_command
+from android_bench.protocol import parse_runner_output, runner_command
 
 ONCE = BenchSettings(warmup=0, runs=1, min_seconds=0.0, threads=1)
 
@@ -48,3 +48,16 @@ def infer(artifact: Path, inputs: Sequence[np.ndarray], prefix: Sequence[str] = 
         run_runner(artifact, [*runner_command(ONCE), *flags, "--save-outputs", tmp], prefix)
         files = [Path(tmp) / f"output{i}.bin" for i in range(len(outputs))]
         return [np.fromfile(f, o["dtype"]).reshape(o["shape"]) for f, o in zip(files, outputs, strict=True)]
+
+
+def counted_run(
+    artifact: Path, runs: int, seed: int, prefix: Callable[[Path], Sequence[str]], read: Callable[[Path], int]
+) -> int:
+    """``runs`` inferences (one thread, no warm-up) under a counting tool ``prefix(out)`` that writes its count to
+    the file ``out``; returns ``read(out)``."""
+    settings = BenchSettings(warmup=0, runs=runs, min_seconds=0.0, threads=1, seed=seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "count.out"
+        stdout = run_runner(artifact, runner_command(settings), prefix(out))
+        parse_runner_output(stdout.splitlines())  # the runner finished every run
+        return read(out)

@@ -12,7 +12,6 @@ import platform
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,9 +19,8 @@ import numpy as np
 
 from ac_toolchain import native
 from ac_toolchain.errors import DeviceError
-from android_bench.device import BenchSettings, CountingDevice
-from android_bench.local import infer, run_runner
-from android_bench.protocol import parse_runner_output, runner_command
+from android_bench.device import CountingDevice
+from android_bench.local import counted_run, infer
 
 QEMU = "qemu-aarch64"
 INSTALL_HINT = "install it with: bash scripts/install-system-deps.sh (Debian: apt-get install qemu-user)"
@@ -45,12 +43,12 @@ class QemuDevice(CountingDevice):
 
     def count(self, artifact: Path, runs: int, seed: int = 0) -> int:
         """Guest instructions of one whole runner process doing `runs` inferences (no warm-up, one thread)."""
-        settings = BenchSettings(warmup=0, runs=runs, min_seconds=0.0, threads=1, seed=seed)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "count.txt"
-            stdout = run_runner(artifact, runner_command(settings), [QEMU, "-plugin", f"{self.plugin()},out={out}"])
-            parse_runner_output(stdout.splitlines())  # the runner finished every run
-            match = re.fullmatch(r"insns (\d+)\s*", out.read_text() if out.is_file() else "")
+        return counted_run(artifact, runs, seed, lambda out: [QEMU, "-plugin", f"{self.plugin()},out={out}"],
+                           lambda out: self._read(out, artifact))  # fmt: skip
+
+    @staticmethod
+    def _read(out: Path, artifact: Path) -> int:
+        match = re.fullmatch(r"insns (\d+)\s*", out.read_text() if out.is_file() else "")
         if match is None:
             raise DeviceError(f"the qemu plugin wrote no instruction count for {artifact}")
         return int(match.group(1))

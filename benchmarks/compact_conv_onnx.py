@@ -11,7 +11,6 @@ masked model, then timed round-robin. Writes benchmarks/results/compact_conv_onn
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -22,7 +21,7 @@ from torch import nn
 import ac_toolchain as ac
 from ac_toolchain.compact import CompactConv2d, compact
 from ac_toolchain.export import check_with_onnxruntime, export_onnx
-from benchmarks.structure_latency import RESULTS, ort_runner, time_round_robin
+from benchmarks.structure_latency import ort_runner, save, time_round_robin
 
 
 def flat_gather_forward(self: CompactConv2d, x: torch.Tensor) -> torch.Tensor:
@@ -68,9 +67,7 @@ def main() -> None:
         )
         samples = time_round_robin(runners, args.runs, warmup=5)
     stats = {k: {"min": min(v), "median": statistics.median(v), "max": max(v)} for k, v in samples.items()}
-    RESULTS.mkdir(exist_ok=True)
     result = {"max_abs_diff": diffs, "latency_ms": stats, "runs": args.runs, "threads": args.threads}
-    (RESULTS / "compact_conv_onnx.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         f"# CompactConv2d in onnxruntime: ResNet-18 filter+column 0.8, batch 1, {args.threads} threads, "
         f"{args.runs} runs",
@@ -78,8 +75,7 @@ def main() -> None:
         *[f"| {k} | {v['min']:.2f} | {v['median']:.2f} | {v['max']:.2f} | {diffs[k]:.1e} |" for k, v in stats.items()],
         "",
     ]  # fmt: skip
-    (RESULTS / "compact_conv_onnx.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    save("compact_conv_onnx", result, lines)
 
 
 if __name__ == "__main__":

@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def ort_child(onnx_path: str, runs: int) -> None:
@@ -40,10 +38,12 @@ def ort_child(onnx_path: str, runs: int) -> None:
         session.run(None, {"input": x})
 
 
-def count_ort(onnx_path: Path) -> int:
+def count_ort(onnx_path: Path, script: Path) -> int:
+    """``script`` is a private copy of this file: every run must execute the same bytes (an edit between the N
+    and the N + 1 run would change the start-up count)."""
     from android_bench.callgrind import count_command
 
-    one, two = (count_command([sys.executable, __file__, "--ort-child", str(onnx_path), str(n)]) for n in (1, 2))
+    one, two = (count_command([sys.executable, str(script), "--ort-child", str(onnx_path), str(n)]) for n in (1, 2))
     return two - one
 
 
@@ -67,11 +67,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         v = export_variants(args.model, args.rate, args.scheme, Path(tmp))
-        onnx_paths = v["onnx"]
+        onnx_paths, script = v["onnx"], Path(shutil.copy(__file__, Path(tmp) / "ort_child.py"))
         counts = {
             "tvm dense": count_tvm(onnx_paths["dense"], Path(tmp) / "tvm-dense"),
             "tvm compact": count_tvm(onnx_paths["compact_tvm"], Path(tmp) / "tvm-compact"),
-            **{f"onnxruntime {name}": count_ort(onnx_paths[name]) for name in ("dense", "masked", "compact")},
+            **{f"onnxruntime {name}": count_ort(onnx_paths[name], script) for name in ("dense", "masked", "compact")},
         }
     write(args, counts, *v["counts"])
 
@@ -79,6 +79,8 @@ def main() -> None:
 def write(args: argparse.Namespace, counts: dict[str, int], dense: dict, pruned: dict) -> None:
     import onnxruntime as ort
     import tvm
+
+    from benchmarks.structure_latency import save
 
     flops_reduction = dense["flops"] / pruned["flops"]
     realised = {
@@ -94,9 +96,7 @@ def write(args: argparse.Namespace, counts: dict[str, int], dense: dict, pruned:
         "machine": {"valgrind": valgrind, "onnxruntime": ort.__version__, "tvm": tvm.__version__,
                     "tvm_target": "x86-avx2 (static runner)", "cpu": platform.processor() or platform.machine()},
     }  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
     stem = f"instruction_counts-{args.model}-{args.scheme.replace('+', '_')}-{args.rate}"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     base = counts["onnxruntime dense"]
     lines = [
         f"# {args.model}, {args.scheme} at {args.rate}: instructions per inference (callgrind, 1 thread, AVX2)",
@@ -112,8 +112,7 @@ def write(args: argparse.Namespace, counts: dict[str, int], dense: dict, pruned:
         + ".",
         "",
     ]
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    save(stem, result, lines)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ turns into speed one for one. Writes benchmarks/results/layer_latency-<model>-<s
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -25,7 +24,7 @@ import ac_toolchain as ac
 from ac_toolchain import native
 from ac_toolchain.compact import CompactConv2d, compact
 from ac_toolchain.export import export_onnx
-from benchmarks.structure_latency import RESULTS, ort_runner, time_round_robin
+from benchmarks.structure_latency import ort_runner, save, time_round_robin
 
 
 def layer_inputs(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -93,11 +92,9 @@ def main() -> None:
 
 
 def write(args: argparse.Namespace, rows: list[dict]) -> None:
-    RESULTS.mkdir(exist_ok=True)
     stem = f"layer_latency-{args.model}-{args.scheme.replace('+', '_')}-{args.rate}"
     result = {"model": args.model, "scheme": args.scheme, "rate": args.rate, "runs": args.runs,
               "threads": args.threads, "layers": rows}  # fmt: skip
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         f"# {args.model}, {args.scheme} at {args.rate}: column-pruned layers alone (batch 1, {args.threads} threads, "
         f"median of {args.runs} round-robin runs, ms)",
@@ -116,8 +113,7 @@ def write(args: argparse.Namespace, rows: list[dict]) -> None:
         "realised = (dense time ÷ compact time) ÷ (rows ÷ kept rows); 1.00: column pruning turns into speed 1:1.",
         "",
     ]
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    save(stem, result, lines)
 
 
 if __name__ == "__main__":

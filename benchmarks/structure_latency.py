@@ -41,6 +41,14 @@ from ac_toolchain.export import export_onnx
 RESULTS = Path(__file__).parent / "results"
 
 
+def save(stem: str, result: dict[str, Any], lines: list[str]) -> None:
+    """benchmarks/results/<stem>.json (the result) and .md (the lines, also printed)."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
 def ort_runner(path: Path, x: torch.Tensor, threads: int) -> Callable[[], object]:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
@@ -150,9 +158,7 @@ def write(args: argparse.Namespace, samples: dict[str, list[float]], dense: dict
                     "cpu": platform.processor() or platform.machine()},
         "samples_ms": samples,
     }  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
     stem = f"structure_latency-{args.model}-{args.scheme.replace('+', '_')}-{args.rate}"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         f"# {args.model}, {args.scheme} at {args.rate}: masked vs compact (batch 1, {args.threads} threads, "
         f"{args.runs} round-robin runs)",
@@ -172,8 +178,7 @@ def write(args: argparse.Namespace, samples: dict[str, list[float]], dense: dict
         + ".",
         "",
     ]
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    save(stem, result, lines)
 
 
 if __name__ == "__main__":
