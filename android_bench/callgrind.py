@@ -37,11 +37,11 @@ def read_total(out: Path, what: str) -> int:
     return int(match.group(1))
 
 
-def count_command(cmd: Sequence[str], cwd: Path | None = None) -> int:
+def count_command(cmd: Sequence[str], env: dict[str, str] | None = None) -> int:
     """Instructions callgrind counts for any command (benchmarks use it for onnxruntime in a python process)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
-        done = subprocess.run([*callgrind_prefix(out), *cmd], cwd=cwd, capture_output=True, text=True)
+        done = subprocess.run([*callgrind_prefix(out), *cmd], env=env, capture_output=True, text=True)
         if done.returncode:
             raise DeviceError(f"{' '.join(cmd)} under callgrind exited with {done.returncode}: {done.stderr[-800:]}")
         return read_total(out, " ".join(cmd))

@@ -4,11 +4,12 @@
 
 The same models as structure_latency.py (seed 0, one-shot pruned, compacted). TVM: the dense and the compact
 model built for the portable x86-avx2 target as static runners (valgrind cannot run AVX-512 code, so not
--march=native), counted by the `callgrind` bench device. onnxruntime: the dense, masked and compact ONNX in a
-python process of this file (``--ort-child``), one thread. Every program runs with N and N + 1 inferences and the
-difference is the count of one (start-up, imports and session creation cancel). onnxruntime picks its AVX2
-kernels under valgrind, so both engines run the same ISA. One thread throughout: counts of a multithreaded run
-depend on how long idle workers spin. Slow: ~1-2 minutes per onnxruntime run of ResNet-18 under callgrind.
+-march=native), counted by the `callgrind` bench device: runs of 1 and 2 inferences, the difference is one
+(start-up and loading cancel; repeats to ~0.0001 %). onnxruntime: the dense, masked and compact ONNX in a python
+process of this file (``--ort-child``), runs of 1 and 1 + 8 inferences: its process counts vary by ~0.6 %
+between identical runs, so 8 inferences share that noise. onnxruntime picks its AVX2 kernels under valgrind,
+so both engines run the same ISA. One thread throughout: counts of a multithreaded run depend on how long idle
+workers spin. Slow: ~1-2 minutes per onnxruntime run of ResNet-18 under callgrind.
 Writes benchmarks/results/instruction_counts-<model>-<scheme>-<rate>.{json,md}.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import platform
 import shutil
 import subprocess
@@ -32,19 +34,26 @@ def ort_child(onnx_path: str, runs: int) -> None:
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype("float32")
     for _ in range(runs):
         session.run(None, {"input": x})
 
 
-def count_ort(onnx_path: Path, script: Path) -> int:
-    """``script`` is a private copy of this file: every run must execute the same bytes (an edit between the N
-    and the N + 1 run would change the start-up count)."""
+def count_ort(onnx_path: Path, script: Path, extra_runs: int = 8) -> int:
+    """(count(1 + R) - count(1)) / R for onnxruntime in a python process. ``script`` is a private copy of this
+    file: every run must execute the same bytes. Unlike the runner's, these process counts are not exact: two
+    identical runs differed by 0.6 % (966.0 M vs 960.3 M instructions, mostly start-up), so R = 8 inferences
+    share that noise."""
     from android_bench.callgrind import count_command
 
-    one, two = (count_command([sys.executable, str(script), "--ort-child", str(onnx_path), str(n)]) for n in (1, 2))
-    return two - one
+    env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same hashing in every run
+    one, more = (
+        count_command([sys.executable, str(script), "--ort-child", str(onnx_path), str(n)], env)
+        for n in (1, 1 + extra_runs)
+    )
+    return round((more - one) / extra_runs)
 
 
 def count_tvm(onnx_path: Path, out_dir: Path) -> int:

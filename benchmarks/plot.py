@@ -4,7 +4,8 @@
 
 structure_latency-*.json: median latency per variant (bars, with min-max whiskers);
 layer_latency-*.json: per column-pruned layer, kernel and onnxruntime realised ratios (1.0 = column pruning
-turned into speed one for one).
+turned into speed one for one);
+instruction_counts-*.json: instructions per inference per variant (bars).
 """
 
 from __future__ import annotations
@@ -52,11 +53,28 @@ def plot_layers(result: dict, out: Path) -> None:
     plt.close(fig)
 
 
+def plot_counts(result: dict, out: Path) -> None:
+    counts = result["instructions_per_inference"]
+    names = list(counts)
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.barh(names, [counts[n] / 1e6 for n in names], color="#47a")
+    ax.invert_yaxis()
+    ax.set_xlabel("million instructions per inference (callgrind, 1 thread)")
+    ax.set_title(f"{result['model']} {result['scheme']} {result['rate']}: FLOPs ÷{result['flops_reduction']:.1f}")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+PLOTS = {"structure_latency": plot_structure, "layer_latency": plot_layers, "instruction_counts": plot_counts}
+
+
 def main() -> None:
     for path in sorted(RESULTS.glob("*.json")):
-        result = json.loads(path.read_text())
-        (plot_layers if "layers" in result else plot_structure)(result, path.with_suffix(".png"))
-        print(path.with_suffix(".png"))
+        plot = PLOTS.get(path.stem.split("-")[0])
+        if plot is not None:
+            plot(json.loads(path.read_text()), path.with_suffix(".png"))
+            print(path.with_suffix(".png"))
 
 
 if __name__ == "__main__":

@@ -50,9 +50,10 @@ def elf_machine(path: Path) -> int:
     return int.from_bytes(header[18:20], "little")
 
 
-def test_x86_build_matches_torch_and_manifest_is_complete(pruned: tuple, tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["x86", "x86-avx2"])
+def test_x86_build_matches_torch_and_manifest_is_complete(pruned: tuple, tmp_path: Path, target: str) -> None:
     model, onnx_path = pruned
-    manifest = compile_onnx(onnx_path, get_target("x86"), tmp_path)
+    manifest = compile_onnx(onnx_path, get_target(target), tmp_path)
     assert elf_machine(tmp_path / "model.so") == EM_X86_64
     x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype("float32")
     with torch.no_grad():
@@ -60,7 +61,7 @@ def test_x86_build_matches_torch_and_manifest_is_complete(pruned: tuple, tmp_pat
     assert np.abs(load_host_module(tmp_path)(x) - want).max() <= 1e-4
     on_disk = json.loads((tmp_path / "manifest.json").read_text())
     assert on_disk == manifest
-    assert manifest["target"] == "x86" and manifest["tvm_version"].startswith("0.27")
+    assert manifest["target"] == target and manifest["tvm_version"].startswith("0.27")
     assert manifest["inputs"] == [{"name": "input", "shape": [1, 1, 28, 28], "dtype": "float32"}]
     assert manifest["outputs"] == [{"name": "logits", "shape": [1, 10], "dtype": "float32"}]
     digest = hashlib.sha256((tmp_path / "model.so").read_bytes()).hexdigest()
