@@ -17,7 +17,11 @@ class Target:
     link: str  # "shared" (a .so for this OS's loader) or "static" (system library linked into the runner)
     bench_devices: tuple[str, ...] = field(default=())
     kernel_flags: tuple[str, ...] | None = None  # flags for kernels/ linked into model.so; None: no CPU kernels
-    native: str = "host"  # the runner core (native.BUILDS) a static runner links
+
+    @property
+    def native(self) -> str:
+        """The runner core (native.BUILDS) a static runner of this target links: one per architecture."""
+        return "aarch64" if self.cross_compiler else "host"
 
 
 TARGETS: dict[str, Target] = {
@@ -32,13 +36,13 @@ TARGETS: dict[str, Target] = {
         Target(
             "arm64", "aarch64 Linux CPU with NEON",
             {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
-            "aarch64-linux-gnu-g++", "shared", ("qemu-arm64",), ("-march=armv8-a",), "aarch64",
+            "aarch64-linux-gnu-g++", "shared", ("qemu-arm64",), ("-march=armv8-a",),
         ),
         Target(
             # A static executable needs no loader, so Android's kernel runs a glibc-linked one as any Linux does.
             "android-arm64", "aarch64 Android phone CPU (static runner with the model linked in)",
             {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
-            "aarch64-linux-gnu-g++", "static", ("adb", "qemu-arm64"), ("-march=armv8-a",), "aarch64",
+            "aarch64-linux-gnu-g++", "static", ("adb", "qemu-arm64"), ("-march=armv8-a",),
         ),
         Target("opencl", "mobile GPU via OpenCL (Mali / Adreno); compile-only here",
                {"kind": "opencl", "device": "mali"}, "aarch64-linux-gnu-g++", "source", ()),
