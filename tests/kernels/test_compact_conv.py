@@ -64,7 +64,8 @@ def test_matches_torch_on_random_shapes(geo, c, f, h, w, kept, relu, seed) -> No
     "shape", [(3, 5, (7, 7)), (64, 130, (16, 16)), (300, 7, (3, 3)), (7, 75, (33, 40)), (16, 40, (32, 32))], ids=str
 )
 def test_edge_cases_without_bias(kept, shape) -> None:
-    """33x40 one-column: the fused-gather path; all columns at 16x16 and up: the implicit (no-gather) path."""
+    """33x40 one-column: the fused-gather path (one channel read, the other planes left alone); all columns at
+    32x32 and 33x40: the implicit (no-gather) path; at 16x16 (25 % extra virtual columns) the two-phase gather."""
     c, f, hw = shape
     geo = Geometry((3, 3), (1, 1), (1, 1))
     x, weight, rows, _ = problem(1, 1, c, f, hw, kept, geo)
