@@ -95,12 +95,19 @@ struct Padded {
   Padded(const ac_conv_shape& s, size_t tail)
       : hp(s.h + 2 * s.ph), wp(s.w + 2 * s.pw), plane(static_cast<size_t>(hp) * wp), size(s.c * plane + tail) {}
 
-  // off[k] of every kept row; used[c] = 1 where some kept row reads channel c.
+  // off[k] of every kept row; used[c] = 1 where some kept row reads channel c. The rows ascend, so this walks the
+  // taps instead of dividing per row (1 % of a filter-pruned ResNet-18's conv time).
   void offsets(const ac_conv_shape& s, const int64_t* rows, int64_t* off, char* used) const {
     std::fill_n(used, s.c, 0);
+    int64_t tap = 0, tap_row = 0, tap_off = 0;  // the tap of row k, its first row and its offset (i*dh*Wp + j*dw)
     for (int k = 0; k < s.k; ++k) {
-      const int64_t tap = rows[k] / s.c, c = rows[k] % s.c;
-      off[k] = c * static_cast<int64_t>(plane) + (tap / s.kw) * s.dh * wp + (tap % s.kw) * s.dw;
+      while (rows[k] >= tap_row + s.c) {
+        ++tap;
+        tap_row += s.c;
+        tap_off = (tap / s.kw) * s.dh * wp + (tap % s.kw) * s.dw;
+      }
+      const int64_t c = rows[k] - tap_row;
+      off[k] = c * static_cast<int64_t>(plane) + tap_off;
       used[c] = 1;
     }
   }
