@@ -89,7 +89,7 @@ def write(args: argparse.Namespace, counts: dict[str, int], dense: dict, pruned:
     import onnxruntime as ort
     import tvm
 
-    from benchmarks.structure_latency import save
+    from benchmarks.structure_latency import result_stem, save
 
     flops_reduction = dense["flops"] / pruned["flops"]
     realised = {
@@ -105,7 +105,7 @@ def write(args: argparse.Namespace, counts: dict[str, int], dense: dict, pruned:
         "machine": {"valgrind": valgrind, "onnxruntime": ort.__version__, "tvm": tvm.__version__,
                     "tvm_target": "x86-avx2 (static runner)", "cpu": platform.processor() or platform.machine()},
     }  # fmt: skip
-    stem = f"instruction_counts-{args.model}-{args.scheme.replace('+', '_')}-{args.rate}"
+    stem = result_stem("instruction_counts", args)
     base = counts["onnxruntime dense"]
     lines = [
         f"# {args.model}, {args.scheme} at {args.rate}: instructions per inference (callgrind, 1 thread, AVX2)",

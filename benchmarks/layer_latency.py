@@ -24,7 +24,7 @@ import ac_toolchain as ac
 from ac_toolchain import native
 from ac_toolchain.compact import CompactConv2d, compact
 from ac_toolchain.export import export_onnx
-from benchmarks.structure_latency import ort_runner, save, time_round_robin
+from benchmarks.structure_latency import ort_runner, result_stem, save, time_round_robin
 
 
 def layer_inputs(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -92,7 +92,7 @@ def main() -> None:
 
 
 def write(args: argparse.Namespace, rows: list[dict]) -> None:
-    stem = f"layer_latency-{args.model}-{args.scheme.replace('+', '_')}-{args.rate}"
+    stem = result_stem("layer_latency", args)
     result = {"model": args.model, "scheme": args.scheme, "rate": args.rate, "runs": args.runs,
               "threads": args.threads, "layers": rows}  # fmt: skip
     lines = [

@@ -41,6 +41,13 @@ from ac_toolchain.export import export_onnx
 RESULTS = Path(__file__).parent / "results"
 
 
+def result_stem(kind: str, args: argparse.Namespace) -> str:
+    """<kind>-<model>-<scheme>-<rate>, plus -<N>threads where a run used more than one thread."""
+    threads = getattr(args, "threads", 1)
+    stem = f"{kind}-{args.model}-{args.scheme.replace('+', '_')}-{args.rate}"
+    return stem if threads == 1 else f"{stem}-{threads}threads"
+
+
 def save(stem: str, result: dict[str, Any], lines: list[str]) -> None:
     """benchmarks/results/<stem>.json (the result) and .md (the lines, also printed)."""
     RESULTS.mkdir(exist_ok=True)
@@ -158,7 +165,7 @@ def write(args: argparse.Namespace, samples: dict[str, list[float]], dense: dict
                     "cpu": platform.processor() or platform.machine()},
         "samples_ms": samples,
     }  # fmt: skip
-    stem = f"structure_latency-{args.model}-{args.scheme.replace('+', '_')}-{args.rate}"
+    stem = result_stem("structure_latency", args)
     lines = [
         f"# {args.model}, {args.scheme} at {args.rate}: masked vs compact (batch 1, {args.threads} threads, "
         f"{args.runs} round-robin runs)",
