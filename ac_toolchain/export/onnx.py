@@ -24,6 +24,7 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
     """Write ``model`` (eval mode, batch shape of ``example``) as one self-contained ONNX file."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # else the exporter's FileNotFoundError reads as a model problem
     model = model.eval()
     quiet = io.StringIO()
     try:

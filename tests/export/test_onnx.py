@@ -29,6 +29,15 @@ def test_pruned_model_exports_and_matches_onnxruntime(tmp_path: Path) -> None:
     assert check_with_onnxruntime(path, net, x) <= 1e-4
 
 
+def test_export_creates_the_missing_folder(tmp_path: Path) -> None:
+    """A new folder is made, not reported as an unsupported op (the exporter's FileNotFoundError did that)."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3)).eval()
+    x = torch.randn(1, 1, 8, 8)
+    path = export_onnx(net, x, tmp_path / "new" / "deeper" / "m.onnx")
+    assert path.is_file()
+    assert check_with_onnxruntime(path, net, x) <= 1e-5
+
+
 def test_unexportable_model_is_a_model_error(tmp_path: Path) -> None:
     class Histogram(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
