@@ -21,7 +21,8 @@ from ac_toolchain.errors import TargetError
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ROOT / "kernels"
-NATIVE_DIRS = (KERNELS, ROOT / "android_bench" / "runner", ROOT / "android_bench" / "qemu_plugin")
+RUNNER = ROOT / "android_bench" / "runner"
+NATIVE_DIRS = (KERNELS, RUNNER, ROOT / "android_bench" / "qemu_plugin")
 
 
 @dataclass(frozen=True)
@@ -76,17 +77,17 @@ class Geometry:
         )
 
 
-def sources() -> list[Path]:
+def sources(dirs: tuple[Path, ...] | None = None) -> list[Path]:
     if not KERNELS.is_dir():
         raise TargetError(f"kernel sources not found at {KERNELS}; install AutoCompress from its source tree")
-    return sorted(p for d in NATIVE_DIRS for p in d.rglob("*") if p.suffix in {".cc", ".h", ".cmake"})
+    return sorted(p for d in dirs or NATIVE_DIRS for p in d.rglob("*") if p.suffix in {".cc", ".h", ".cmake"})
 
 
-def source_digest(*extra: str | Path) -> str:
-    """A short hash of the kernel sources plus ``extra`` (strings as given, paths by name and content): the
-    cache key of every kernel build."""
+def source_digest(*extra: str | Path, dirs: tuple[Path, ...] | None = None) -> str:
+    """A short hash of the native sources in ``dirs`` (default: all of them) plus ``extra`` (strings as given,
+    paths by name and content): the cache key of every native build."""
     h = hashlib.sha256()
-    for item in [*sources(), *extra]:
+    for item in [*sources(dirs), *extra]:
         h.update(item.name.encode() + item.read_bytes() if isinstance(item, Path) else item.encode())
     return h.hexdigest()[:16]
 
@@ -103,6 +104,16 @@ def _wheel_dirs() -> list[str]:
     return [str(Path(tvm.__file__).parent), str(Path(tvm_ffi.__file__).parent)]
 
 
+def build_dir(kind: str, runner: bool) -> Path:
+    """The cache folder of one native build, named by the hash of what goes into it: the runner's core holds no
+    kernel, so a kernel change leaves it cached (a rebuild is minutes)."""
+    wheels = _wheel_dirs() if runner else []
+    toolchains = sorted((ROOT / "cmake").glob("*.cmake"))
+    extra = [kind, *BUILDS[kind].cmake, *wheels, *_versions(runner), ROOT / "CMakeLists.txt", *toolchains]
+    digest = source_digest(*extra, dirs=(RUNNER,) if runner else None)
+    return cache_dir() / "kernels" / f"{kind}{'-runner' if runner else ''}-{digest}"
+
+
 def build(kind: str = "host", runner: bool = False) -> Path:
     """Configure and build with CMake (once per source hash); returns the build folder.
 
@@ -115,14 +126,13 @@ def build(kind: str = "host", runner: bool = False) -> Path:
     for tool in ("cmake", flavour.compiler):
         if shutil.which(tool) is None:
             raise TargetError(f"building the kernels needs {tool}, not found; {INSTALL_HINT}")
-    wheels = _wheel_dirs() if runner else []
-    toolchains = sorted((ROOT / "cmake").glob("*.cmake"))
-    digest = source_digest(kind, *flavour.cmake, *wheels, *_versions(runner), ROOT / "CMakeLists.txt", *toolchains)
-    out = cache_dir() / "kernels" / f"{kind}{'-runner' if runner else ''}-{digest}"
+    out = build_dir(kind, runner)
     if (out / ".complete").exists():
         return out
     configure = ["cmake", "-S", str(ROOT), "-B", str(out), "-DCMAKE_BUILD_TYPE=Release", *flavour.cmake]
-    configure += ["-DAC_RUNNER=ON", f"-DAC_TVM_DIR={wheels[0]}", f"-DAC_TVM_FFI_DIR={wheels[1]}"] if runner else []
+    if runner:
+        tvm_dir, ffi_dir = _wheel_dirs()
+        configure += ["-DAC_RUNNER=ON", f"-DAC_TVM_DIR={tvm_dir}", f"-DAC_TVM_FFI_DIR={ffi_dir}"]
     compile_ = ["cmake", "--build", str(out), "--parallel", str(os.cpu_count() or 1)]
     compile_ += ["--target", "ac_runner"] if runner else []
     for cmd in (configure, compile_):
