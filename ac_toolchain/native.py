@@ -109,7 +109,14 @@ def build_dir(kind: str, runner: bool) -> Path:
     kernel, so a kernel change leaves it cached (a rebuild is minutes)."""
     wheels = _wheel_dirs() if runner else []
     toolchains = sorted((ROOT / "cmake").glob("*.cmake"))
-    extra = [kind, *BUILDS[kind].cmake, *wheels, *_versions(runner), ROOT / "CMakeLists.txt", *toolchains]
+    extra: list[str | Path] = [
+        kind,
+        *BUILDS[kind].cmake,
+        *wheels,
+        *_versions(runner),
+        ROOT / "CMakeLists.txt",
+        *toolchains,
+    ]
     digest = source_digest(*extra, dirs=(RUNNER,) if runner else None)
     return cache_dir() / "kernels" / f"{kind}{'-runner' if runner else ''}-{digest}"
 
