@@ -291,16 +291,15 @@ struct Implicit {
 // Measured (ResNet-18 shapes, 1 thread, both paths reading the padded input): implicit wins where about half the
 // rows are kept and the extra virtual columns cost under ~10 % (32 x 32 maps: 6 %); at 16 x 16 (25 % extra) the
 // gathered path was 1.33x faster.
-bool implicit_pays(const ac_conv_shape& s) {
+bool implicit_pays(const ac_conv_shape& s, const Implicit& im) {
   if (s.sh != 1 || s.sw != 1) return false;
   const int pixels = s.oh * s.ow, nt = std::min(NT, round_up(pixels, NR));
-  const Implicit im(s);
   const bool dense_enough = 5 * static_cast<int64_t>(s.k) >= 2 * static_cast<int64_t>(s.c) * s.kh * s.kw;
   return dense_enough && static_cast<double>(im.tiles) * im.nt <= 1.1 * round_up(pixels, nt);
 }
 
-void conv_implicit(const ac_conv_shape& s, const float* xp, const int64_t* off, const Gemm& gemm, int threads) {
-  const Implicit im(s);
+void conv_implicit(const ac_conv_shape& s, const Implicit& im, const float* xp, const int64_t* off, const Gemm& gemm,
+                   int threads) {
   const int chunks_f = (s.f + OC - 1) / OC;
   parallel_for(im.tiles * chunks_f, threads, [&](int item) {
     const int q0 = (item % im.tiles) * im.nt;
@@ -342,8 +341,9 @@ void conv_gathered(const ac_conv_shape& s, const float* xp, int wp, const int64_
 extern "C" int ac_compact_conv2d(const ac_conv_shape* s, const float* x, const float* wpack, const int64_t* rows,
                                  const float* bias, float* y, int threads) {
   if (const int err = check(*s, rows)) return err;
-  const bool implicit = implicit_pays(*s);
-  const Padded pad(*s, implicit ? Implicit(*s).tail(*s) : 0);
+  const Implicit im(*s);
+  const bool implicit = implicit_pays(*s, im);
+  const Padded pad(*s, implicit ? im.tail(*s) : 0);
   thread_local std::vector<float> padded;
   thread_local std::vector<int64_t> offsets;
   thread_local std::vector<char> used;
@@ -353,12 +353,12 @@ extern "C" int ac_compact_conv2d(const ac_conv_shape* s, const float* x, const f
   pad.offsets(*s, rows, offsets.data(), used.data());
   if (implicit) std::fill(used.begin(), used.end(), 1);  // virtual pixels read past their row: keep every plane clean
   const int pixels = s->oh * s->ow;
-  const int nt = implicit ? Implicit(*s).nt : std::min(NT, round_up(pixels, NR)), wq = implicit ? pad.wp : s->ow;
+  const int nt = implicit ? im.nt : std::min(NT, round_up(pixels, NR)), wq = implicit ? pad.wp : s->ow;
   for (int n = 0; n < s->n; ++n) {
     pad.fill(*s, x + static_cast<size_t>(n) * s->c * s->h * s->w, used.data(), padded.data(), threads);
     const Gemm gemm{*s, wpack, bias, y + static_cast<size_t>(n) * s->f * pixels, nt, wq};
     if (implicit) {
-      conv_implicit(*s, padded.data(), offsets.data(), gemm, threads);
+      conv_implicit(*s, im, padded.data(), offsets.data(), gemm, threads);
     } else {
       conv_gathered(*s, padded.data(), pad.wp, offsets.data(), gemm, threads);
     }
