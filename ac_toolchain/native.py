@@ -191,10 +191,11 @@ def conv_shape(x: np.ndarray, f: int, k: int, geo: Geometry, relu: bool) -> Conv
 
 def compact_conv2d(
     x: np.ndarray, weight: np.ndarray, rows: np.ndarray, bias: np.ndarray | None, geo: Geometry,
-    relu: bool = False, threads: int = 0, packed: np.ndarray | None = None,
+    relu: bool = False, threads: int = 0, packed: np.ndarray | None = None, residual: np.ndarray | None = None,
 ) -> np.ndarray:  # fmt: skip
-    """``y = act(bias + weight @ im2col(x)[rows])``; see kernels/include/ac/compact_conv.h for the layout.
-    ``packed`` (``pack_weights(weight)``) saves the packing when a layer runs many times."""
+    """``y = act(bias + weight @ im2col(x)[rows] + residual)``; see kernels/include/ac/compact_conv.h for the
+    layout. ``packed`` (``pack_weights(weight)``) saves the packing when a layer runs many times; ``residual``
+    (the output's shape) is optional."""
     global _LIB
     _LIB = _LIB or load()
     x = np.ascontiguousarray(x, np.float32)
@@ -203,8 +204,12 @@ def compact_conv2d(
     bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
     shape = conv_shape(x, weight.shape[0], len(rows), geo, relu)
     y = np.empty((shape.n, shape.f, shape.oh, shape.ow), np.float32)
-    err = _LIB.ac_compact_conv2d(ctypes.byref(shape), _ptr(x), _ptr(packed), _ptr(rows), _ptr(bias), _ptr(y),
-                                 threads)  # fmt: skip
+    if residual is not None:
+        residual = np.ascontiguousarray(residual, np.float32)
+        if residual.shape != y.shape:
+            raise ValueError(f"ac_compact_conv2d: residual shape {residual.shape} is not the output's {y.shape}")
+    err = _LIB.ac_compact_conv2d(ctypes.byref(shape), _ptr(x), _ptr(packed), _ptr(rows), _ptr(bias),
+                                 _ptr(residual), _ptr(y), threads)  # fmt: skip
     if err:
         raise ValueError(f"ac_compact_conv2d: {_LIB.ac_conv_error(err).decode()}")
     return y

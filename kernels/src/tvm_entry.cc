@@ -1,9 +1,11 @@
-// TVM entry point: exports ac_compact_conv2d as a TVM-FFI function, so a compiled model calls it through
+// TVM entry points: export ac_compact_conv2d as TVM-FFI functions, so a compiled model calls them through
 // R.call_dps_packed("ac_compact_conv2d", ...) (see ac_toolchain/compile/lowering.py). Linked into model.so, with
 // compact_conv.cc built with -DAC_PARALLEL_TVM so the kernel runs on TVM's thread pool.
 //
-// Arguments: x [N, C, H, W] f32, packed weight [ceil(F/8), K, 8] f32, rows [K] i64, bias [F] f32,
+// ac_compact_conv2d: x [N, C, H, W] f32, packed weight [ceil(F/8), K, 8] f32, rows [K] i64, bias [F] f32,
 // geometry [9] i64 = (kh, kw, sh, sw, ph, pw, dh, dw, relu), y [N, F, OH, OW] f32 (written).
+// ac_compact_conv2d_add: the same with a residual [N, F, OH, OW] f32 after the geometry, added before the ReLU
+// (a ResNet block's shortcut, fused instead of two more ops and their buffers).
 #include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/extra/c_env_api.h>
 #include <tvm/ffi/error.h>
@@ -24,8 +26,8 @@ void expect(const TensorView& t, const char* name, uint8_t code, uint8_t bits) {
   }
 }
 
-void CompactConv2d(TensorView x, TensorView packed, TensorView rows, TensorView bias, TensorView geometry,
-                   TensorView y) {
+void Run(TensorView x, TensorView packed, TensorView rows, TensorView bias, TensorView geometry,
+         const float* residual, TensorView y) {
   if (x.ndim() != 4 || y.ndim() != 4 || rows.ndim() != 1 || geometry.ndim() != 1 || geometry.shape()[0] != 9) {
     TVM_FFI_THROW(ValueError) << "ac_compact_conv2d: unexpected argument ranks";
   }
@@ -40,7 +42,8 @@ void CompactConv2d(TensorView x, TensorView packed, TensorView rows, TensorView 
   const int err = ac_compact_conv2d(&s, static_cast<const float*>(x.data_ptr()),
                                     static_cast<const float*>(packed.data_ptr()),
                                     static_cast<const int64_t*>(rows.data_ptr()),
-                                    static_cast<const float*>(bias.data_ptr()), static_cast<float*>(y.data_ptr()), 0);
+                                    static_cast<const float*>(bias.data_ptr()), residual,
+                                    static_cast<float*>(y.data_ptr()), 0);
   if (err) {
     TVM_FFI_THROW(ValueError) << "ac_compact_conv2d: " << ac_conv_error(err) << " (input " << s.n << "x" << s.c
                               << "x" << s.h << "x" << s.w << ", output " << s.f << "x" << s.oh << "x" << s.ow
@@ -50,9 +53,25 @@ void CompactConv2d(TensorView x, TensorView packed, TensorView rows, TensorView 
   }
 }
 
+void CompactConv2d(TensorView x, TensorView packed, TensorView rows, TensorView bias, TensorView geometry,
+                   TensorView y) {
+  Run(x, packed, rows, bias, geometry, nullptr, y);
+}
+
+void CompactConv2dAdd(TensorView x, TensorView packed, TensorView rows, TensorView bias, TensorView geometry,
+                      TensorView residual, TensorView y) {
+  expect(residual, "residual", kDLFloat, 32);
+  if (residual.ndim() != 4 || y.ndim() != 4 || residual.shape()[0] != y.shape()[0] || residual.shape()[1] != y.shape()[1] ||
+      residual.shape()[2] != y.shape()[2] || residual.shape()[3] != y.shape()[3]) {
+    TVM_FFI_THROW(ValueError) << "ac_compact_conv2d_add: the residual must have the output's shape";
+  }
+  Run(x, packed, rows, bias, geometry, static_cast<const float*>(residual.data_ptr()), y);
+}
+
 }  // namespace
 
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(ac_compact_conv2d, CompactConv2d);
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(ac_compact_conv2d_add, CompactConv2dAdd);
 
 #ifdef AC_SYSTEM_LIB
 // The device runner links models as a TVM system library: the VM finds packed functions in the system-library
@@ -60,5 +79,7 @@ TVM_FFI_DLL_EXPORT_TYPED_FUNC(ac_compact_conv2d, CompactConv2d);
 namespace {
 const int kRegistered = TVMFFIEnvModRegisterSystemLibSymbol(
     "__tvm_ffi_ac_compact_conv2d", reinterpret_cast<void*>(&__tvm_ffi_ac_compact_conv2d));
+const int kRegisteredAdd = TVMFFIEnvModRegisterSystemLibSymbol(
+    "__tvm_ffi_ac_compact_conv2d_add", reinterpret_cast<void*>(&__tvm_ffi_ac_compact_conv2d_add));
 }  // namespace
 #endif

@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
   std::vector<float> packed(ac_conv_packed_size(s.f, s.k));
   ac_conv_pack_weights(s.f, s.k, w.data(), packed.data());
   const int err =
-      ac_compact_conv2d(&s, x.data(), packed.data(), rows.data(), has_bias ? b.data() : nullptr, y.data(), 0);
+      ac_compact_conv2d(&s, x.data(), packed.data(), rows.data(), has_bias ? b.data() : nullptr, nullptr, y.data(), 0);
   if (err) {
     std::fprintf(stderr, "ac_compact_conv2d: %s\n", ac_conv_error(err));
     return 1;

@@ -87,6 +87,35 @@ def test_zero_columns_become_the_kernels_kept_rows(zero_columns: tuple, tmp_path
             assert np.abs(run(xi) - model(torch.from_numpy(xi)).numpy()).max() <= 1e-4
 
 
+def test_residual_adds_run_inside_the_kernel(tmp_path: Path) -> None:
+    """A ResNet block's `relu(conv + bias + shortcut)` becomes one kernel call (identity and 1x1-conv shortcuts), no
+    bias add or ReLU is left beside the kernel calls, and the compiled model still equals torch."""
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from ac_toolchain.compile.lowering import route_convolutions
+    from ac_toolchain.zoo.resnet import BasicBlock
+
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, 1, 1), torch.nn.ReLU(), BasicBlock(8, 8, 1), BasicBlock(8, 16, 2),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 4),
+    )  # fmt: skip
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0), bn.weight.data.uniform_(0.5, 1.5)
+    model.eval()
+    x = torch.randn(1, 3, 12, 12)
+    path = export_onnx(model, x, tmp_path / "m.onnx")
+    routed, _ = route_convolutions(from_onnx(onnx.load(str(path)), keep_params_in_input=False))
+    ops = [b.value.op.name for block in routed["main"].body.blocks for b in block.bindings
+           if isinstance(b.value, tvm.relax.Call) and isinstance(b.value.op, tvm.ir.Op)]  # fmt: skip
+    assert ops.count("relax.nn.relu") == 0 and ops.count("relax.add") == 1  # left: the linear layer's bias
+    manifest = compile_onnx(path, get_target("x86"), tmp_path / "x86")
+    assert manifest["kernel_convolutions"] == 6 and manifest["kernel_fused_residuals"] == 2
+    with torch.no_grad():
+        assert np.abs(load_host_module(tmp_path / "x86")(x.numpy()) - model(x).numpy()).max() <= 1e-4
+
+
 def test_arm64_cross_compiles_to_an_aarch64_library(pruned: tuple, tmp_path: Path) -> None:
     manifest = compile_onnx(pruned[1], get_target("arm64"), tmp_path)
     assert elf_machine(tmp_path / "model.so") == EM_AARCH64

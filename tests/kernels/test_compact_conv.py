@@ -17,8 +17,8 @@ from ac_toolchain.native import Geometry
 
 
 def reference(x: np.ndarray, weight: np.ndarray, rows: np.ndarray, bias: np.ndarray | None, geo: Geometry,
-              relu: bool) -> np.ndarray:  # fmt: skip
-    """torch conv2d with the dense weight that the kept rows describe (zeros elsewhere)."""
+              relu: bool, residual: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """torch conv2d with the dense weight that the kept rows describe (zeros elsewhere), plus the residual."""
     c = x.shape[1]
     full = np.zeros((weight.shape[0], geo.kernel[0] * geo.kernel[1] * c), np.float32)
     full[:, rows] = weight  # tap-major columns
@@ -26,6 +26,7 @@ def reference(x: np.ndarray, weight: np.ndarray, rows: np.ndarray, bias: np.ndar
     dense = torch.from_numpy(full[:, order].reshape(weight.shape[0], c, *geo.kernel))
     y = torch.nn.functional.conv2d(torch.from_numpy(x), dense, None if bias is None else torch.from_numpy(bias),
                                    geo.stride, geo.padding, geo.dilation)  # fmt: skip
+    y = y if residual is None else y + torch.from_numpy(residual)
     return (torch.relu(y) if relu else y).numpy()
 
 
@@ -64,13 +65,53 @@ def test_matches_torch_on_random_shapes(geo, c, f, h, w, kept, relu, seed) -> No
     "shape", [(3, 5, (7, 7)), (64, 130, (16, 16)), (300, 7, (3, 3)), (7, 75, (33, 40)), (16, 40, (32, 32))], ids=str
 )
 def test_edge_cases_without_bias(kept, shape) -> None:
-    """33x40 one-column: the fused-gather path (one channel read, the other planes left alone); all columns at
-    32x32 and 33x40: the implicit (no-gather) path; at 16x16 (25 % extra virtual columns) the two-phase gather."""
+    """One column: the gather-GEMM (too few rows for the direct path); 33x40 one-column reads one channel and leaves
+    the other planes alone. All columns: the direct path where the build has it (AVX2), else the implicit
+    (no-gather) GEMM at 32x32 / 33x40 and the two-phase gather at 16x16."""
     c, f, hw = shape
     geo = Geometry((3, 3), (1, 1), (1, 1))
     x, weight, rows, _ = problem(1, 1, c, f, hw, kept, geo)
     got = native.compact_conv2d(x, weight, rows, None, geo, threads=2)
     np.testing.assert_allclose(got, reference(x, weight, rows, None, geo, False), rtol=1e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    ("c", "f", "hw", "geo"),
+    [
+        (5, 1, (7, 9), Geometry((3, 3), (1, 1), (1, 1))),  # 1 channel: one packed block, 7 of its 8 rows empty
+        (9, 17, (11, 7), Geometry((3, 3), (2, 1), (1, 0))),  # 3 blocks: a pair and a single; 6x7 pixels
+        (40, 37, (13, 13), Geometry((1, 1), (2, 2))),  # 1x1 stride 2, 49 pixels: a 48-pixel chunk and one more
+        (16, 24, (50, 3), Geometry((3, 3), (1, 1), (2, 1), (2, 1))),  # dilated, tall and thin
+    ],
+    ids=["f1", "f17-s2x1", "1x1-s2", "dilated"],
+)
+def test_register_tile_edges(c, f, hw, geo, threads) -> None:
+    """Channel counts that leave partial register tiles (1, 17, 37 = 4 x 8 + 5), pixel counts that are not
+    multiples of the 6-pixel tile or the 8 x 8 transposed store, with ReLU, two images, one and two threads."""
+    x, weight, rows, bias = problem(4, 2, c, f, hw, 0.9, geo)
+    got = native.compact_conv2d(x, weight, rows, bias, geo, relu=True, threads=threads)
+    np.testing.assert_allclose(got, reference(x, weight, rows, bias, geo, True), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("c", "kept"), [(24, 3), (3, 1.0), (24, 1.0)], ids=["3-of-216", "27-of-27", "216-of-216"])
+@pytest.mark.parametrize("hw", [(16, 16), (32, 32), (9, 7)], ids=str)
+def test_residual_is_added_before_relu(c, kept, hw) -> None:
+    """y = relu(conv + bias + residual), a ResNet block's end, on every path: 3 or 27 rows take the gather-GEMM
+    (two-phase at 9x7, per-tile at 16x16; 27 of 27 rows at 32x32 the implicit GEMM), 216 rows the direct path on
+    AVX2."""
+    geo = Geometry((3, 3), (1, 1), (1, 1))
+    x, weight, rows, bias = problem(5, 2, c, 19, hw, kept, geo)
+    residual = np.random.default_rng(6).standard_normal((2, 19, *hw)).astype(np.float32)
+    got = native.compact_conv2d(x, weight, rows, bias, geo, relu=True, threads=2, residual=residual)
+    np.testing.assert_allclose(got, reference(x, weight, rows, bias, geo, True, residual), rtol=1e-4, atol=2e-4)
+
+
+def test_residual_of_another_shape_is_refused() -> None:
+    geo = Geometry((3, 3), (1, 1), (1, 1))
+    x, weight, rows, bias = problem(5, 1, 4, 6, (5, 5), 1.0, geo)
+    with pytest.raises(ValueError, match="residual shape"):
+        native.compact_conv2d(x, weight, rows, bias, geo, residual=np.zeros((1, 6, 4, 4), np.float32))
 
 
 def test_large_k_spans_several_panels() -> None:

@@ -6,7 +6,9 @@
  *   rows[k] (ascending, K entries) are the kept rows;
  *   weight is the dense [F, K] GEMM matrix, column k multiplying row rows[k], passed packed by
  *   ac_conv_pack_weights as [ceil(F/AC_CONV_MR)][K][AC_CONV_MR] (zero rows past F), done once per layer;
- *   y[n, f, oy, ox] = act(bias[f] + sum_k weight[f, k] * x_pad[n, c_k, oy*sh + kh_k*dh, ox*sw + kw_k*dw]).
+ *   y[n, f, oy, ox] = act(bias[f] + sum_k weight[f, k] * x_pad[n, c_k, oy*sh + kh_k*dh, ox*sw + kw_k*dw]
+ *                        + residual[n, f, oy, ox]),
+ *   the residual (a ResNet block's shortcut) optional.
  * A plain convolution is the case K = C*KH*KW with rows = 0..K-1.
  */
 #ifndef AC_COMPACT_CONV_H_
@@ -26,7 +28,7 @@ typedef struct {
   int32_t f, k;                  /* output channels, kept im2col rows */
   int32_t kh, kw, sh, sw, ph, pw, dh, dw;
   int32_t oh, ow;                /* output [N, F, OH, OW] */
-  int32_t relu;                  /* 1: y = max(y, 0) after the bias */
+  int32_t relu;                  /* 1: y = max(y, 0) after the bias and residual */
 } ac_conv_shape;
 
 /* Floats in the packed weights of an [f, k] matrix. */
@@ -34,9 +36,11 @@ size_t ac_conv_packed_size(int f, int k);
 void ac_conv_pack_weights(int f, int k, const float* weight, float* packed);
 
 /* Returns 0, or a negative code when the shape is inconsistent (see ac_conv_error). threads <= 0: default.
- * Scratch memory: K * P floats (P = OH*OW rounded up), kept per calling thread for the next call. */
+ * Scratch memory (kept per calling thread for the next call): a zero-padded copy of the input, and for the
+ * gather-GEMM panels of K x P floats (P = OH*OW rounded up). */
 int ac_compact_conv2d(const ac_conv_shape* s, const float* x, const float* packed_weight, const int64_t* rows,
-                      const float* bias /* may be NULL */, float* y, int threads);
+                      const float* bias /* may be NULL */, const float* residual /* [N, F, OH, OW] or NULL */,
+                      float* y, int threads);
 
 const char* ac_conv_error(int code);
 
