@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -129,8 +130,35 @@ def _export_static(ex: Any, target: Target, out_dir: Path, addons: list[Path]) -
         ex.export_library(f"{tmp}/model.tar", fcompile=tar.tar)
         with tarfile.open(f"{tmp}/model.tar") as archive:
             archive.extractall(tmp, filter="data")
-        objects = [*sorted(Path(tmp).glob("*.o")), *addons]
+        objects = [*sorted(Path(tmp).glob("*.o")), *_c_source_objects(Path(tmp), target), *addons]
         return [native.link_runner(objects, target.native, out_dir / "runner")]
+
+
+# A model whose every op runs on the kernel (one conv with its bias and ReLU: a --profile-layers layer) has no
+# TVM-generated function, and TVM then exports its library as C source whose executable blob nothing registers
+# in the system library (LLVM's objects do it from a static initialiser): this does it instead.
+_REGISTER_LIBRARY_BIN = """
+int TVMFFIEnvModRegisterSystemLibSymbol(const char* name, void* symbol);
+extern const unsigned char __tvm_ffi__library_bin[];
+__attribute__((constructor)) static void ac_register_library_bin(void) {
+  TVMFFIEnvModRegisterSystemLibSymbol("__tvm_ffi__library_bin", (void*)__tvm_ffi__library_bin);
+}
+"""
+
+
+def _c_source_objects(tmp: Path, target: Target) -> list[Path]:
+    sources = sorted(tmp.glob("*.c"))
+    if any("__tvm_ffi__library_bin[" in f.read_text() for f in sources):
+        (tmp / "ac_register_library_bin.c").write_text(_REGISTER_LIBRARY_BIN)
+        sources.append(tmp / "ac_register_library_bin.c")
+    objects = []
+    for src in sources:
+        cmd = [target.cross_compiler or "g++", "-x", "c", "-O2", "-c", str(src), "-o", str(src.with_suffix(".o"))]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            raise TargetError(f"compiling TVM's {src.name} for {target.name} failed:\n{done.stderr[-3000:]}")
+        objects.append(src.with_suffix(".o"))
+    return objects
 
 
 EXPORTERS: dict[str, Callable[[Any, Target, Path, list[Path]], list[Path]]] = {
@@ -173,7 +201,7 @@ def compile_onnx(onnx_path: Path, target: Target, out_dir: Path, tune_trials: in
     out_dir.mkdir(parents=True, exist_ok=True)
     with quiet_native_stderr():
         mod = from_onnx(model, keep_params_in_input=False)
-        routed: list[tuple[int, int]] = []
+        routed: list[tuple[int, int, bool]] = []
         if target.kernel_flags is not None:
             mod, routed = route_convolutions(mod)
         addons = kernel_objects(target) if routed else []
@@ -194,7 +222,8 @@ def compile_onnx(onnx_path: Path, target: Target, out_dir: Path, tune_trials: in
         "tuning": {"trials": tune_trials, "dir": str(work_dir), "seconds": round(tuning_seconds, 3)}
         if tuned else None,
         "kernel_convolutions": len(routed),
-        "kernel_rows": {"kept": sum(k for k, _ in routed), "total": sum(t for _, t in routed)},
+        "kernel_rows": {"kept": sum(r[0] for r in routed), "total": sum(r[1] for r in routed)},
+        "kernel_fused_residuals": sum(r[2] for r in routed),
         "build_seconds": round(time.perf_counter() - start, 3),
         "command": " ".join(sys.argv),
     }  # fmt: skip
@@ -202,7 +231,7 @@ def compile_onnx(onnx_path: Path, target: Target, out_dir: Path, tune_trials: in
     return manifest
 
 
-def _schedules(target: Target, routed: list[tuple[int, int]], tuned: bool) -> str:
+def _schedules(target: Target, routed: list[tuple[int, int, bool]], tuned: bool) -> str:
     if target.link == "source":
         return "dlight generic GPU rules"
     rest = "MetaSchedule-tuned (tuning/)" if tuned else "default relax pipeline"
