@@ -1,16 +1,19 @@
-// Gather-GEMM convolution over the kept im2col rows (see include/ac/compact_conv.h for the layout).
+// Convolution over the kept im2col rows (see include/ac/compact_conv.h for the layout).
 //
-// Per image: copy the input once with zero borders (the channels kept rows read); then per tile of NT output
-// pixels, gather the kept im2col rows of those pixels from it into a contiguous panel [K][NT] (a copy per output
-// row the tile touches: no bounds checks, no divisions per row; ResNet-18's convs ran 5 % (dense) to 9 % (filter
-// 0.5) faster, one thread, than gathering from the unpadded input; walking a [K][P] matrix instead, a stride of
-// 4 KiB put every row in the same L1 set), then multiply the pre-packed weights with it in blocks of OC channels,
-// K in blocks of KC, by an MR x W register-blocked micro-kernel, adding bias, residual and ReLU when a block is
-// stored.
-// With many tiles each thread gathers its own panels (hot in cache); deep layers with few pixels gather every
-// panel first and share out (tile, channel block) pairs. Dense-enough stride-1 convs on wide maps gather nothing
-// (implicit GEMM, see conv_implicit). The micro-kernel uses GCC/Clang vector
-// extensions: they compile to NEON fmla on aarch64 and to AVX FMAs on x86, from one source.
+// Per image: copy the input once with zero borders (the channels kept rows read). Then one of two paths:
+// - direct (AVX2 builds, see direct_pays): registers hold 6 output pixels x 16 output channels; per kept row the
+//   6 input values are broadcast straight from the padded input and multiplied with two 8-channel weight vectors,
+//   so nothing is gathered and the whole K sum stays in registers (conv_direct);
+// - gather-GEMM (every other build and conv): per tile of NT output pixels, gather the kept im2col rows of those
+//   pixels into a contiguous panel [K][NT] (a copy per output row the tile touches: no bounds checks, no divisions
+//   per row; ResNet-18's convs ran 5 % (dense) to 9 % (filter 0.5) faster, one thread, than gathering from the
+//   unpadded input; walking a [K][P] matrix instead, a stride of 4 KiB put every row in the same L1 set), then
+//   multiply the pre-packed weights with it in blocks of OC channels, K in blocks of KC, by an MR x W
+//   register-blocked micro-kernel. With many tiles each thread gathers its own panels (hot in cache); deep layers
+//   with few pixels gather every panel first and share out (tile, channel block) pairs. Dense-enough stride-1 convs
+//   on wide maps gather nothing (implicit GEMM, see conv_implicit).
+// Both add bias, residual and ReLU when a tile is stored, and use GCC/Clang vector extensions: they compile to NEON
+// fmla on aarch64 and to AVX FMAs on x86, from one source.
 // Tiles run in parallel on OpenMP threads (standalone library) or on TVM's thread pool (AC_PARALLEL_TVM, when the
 // kernel is linked into a compiled model), so the kernel never competes with the runtime's own workers.
 #include "ac/compact_conv.h"
@@ -469,8 +472,9 @@ void conv_gathered(const ac_conv_shape& s, const float* xp, int wp, const int64_
 
 // Measured on a Zen core (AVX2, one thread; ResNet-18 / VGG-16 conv shapes, dense and 80-90 % column-pruned, each
 // against the gather-GEMM, interleaved): dense 3x3 convs 1.03-1.35x faster, pruned ones 1.02-1.14x, 1x1 convs
-// 1.0-1.1x; below ~32 rows (the 3-channel stem: 27) 0.89-0.99x. AVX-512 and NEON keep the gather-GEMM: not measured
-// there.
+// 1.0-1.1x; below ~32 rows (the 3-channel stem: 27) 0.89-0.99x. NEON keeps the gather-GEMM: built for armv8-a, the
+// direct path ran 0-20 % more instructions under qemu (5 ResNet-18 shapes; no aarch64 machine to time it on).
+// AVX-512 keeps it too: not measured there.
 #if defined(__AVX2__) && !defined(__AVX512F__)
 constexpr bool kDirectIsa = true;
 #else
