@@ -296,7 +296,7 @@ def export(checkpoint: str, out: Path, zero_columns: bool) -> None:
 def compile_cmd(run_or_onnx: Path, target: str, out: Path | None, tune_trials: int) -> None:
     """Compile a run's model (or any ONNX file) with TVM into <run>/<target>/ with a manifest.
 
-    Convolutions run on the kernels/ gather-GEMM; all-zero weight columns (pruned columns) are skipped."""
+    Convolutions run on the kernels/ compact-conv kernel; all-zero weight columns (pruned columns) are skipped."""
     from ac_toolchain.compile import get_target
     from ac_toolchain.compile.tvm_build import TVM_ONNX, compile_onnx
 

@@ -1,5 +1,5 @@
-"""Per-layer latency of column-pruned convs: the kernels/ gather-GEMM on the kept columns vs the same conv with all
-columns, and onnxruntime on the same two layers, side by side in one process.
+"""Per-layer latency of column-pruned convs: the kernels/ compact-conv kernel on the kept columns vs the same conv
+with all columns, and onnxruntime on the same two layers, side by side in one process.
 
     python -m benchmarks.layer_latency [--model resnet18] [--rate 0.8] [--scheme column] [--runs 100]
 

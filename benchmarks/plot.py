@@ -41,7 +41,7 @@ def plot_layers(result: dict, out: Path) -> None:
     layers = result["layers"]
     xs = range(len(layers))
     fig, ax = plt.subplots(figsize=(9, 4))
-    ax.bar([x - 0.2 for x in xs], [r["realised_kernel"] for r in layers], 0.4, label="kernels/ gather-GEMM")
+    ax.bar([x - 0.2 for x in xs], [r["realised_kernel"] for r in layers], 0.4, label="kernels/ compact conv")
     ax.bar([x + 0.2 for x in xs], [r["realised_onnxruntime"] for r in layers], 0.4, label="onnxruntime")
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xticks(list(xs), [r["layer"] for r in layers], rotation=70, fontsize=7)

@@ -4,7 +4,7 @@
 
 Builds the CIFAR-layout model (3x32x32, 10 classes, batch 1), prunes it one-shot, compacts it, exports the dense,
 masked and compact models to ONNX, compiles the dense and compact ONNX with TVM for this machine (convolutions on
-the kernels/ gather-GEMM; the compact one in the zero-columns form the compile stage uses), then times every
+the kernels/ compact-conv kernel; the compact one in the zero-columns form the compile stage uses), then times every
 variant round-robin in blocks of 5 calls (so machine noise hits all alike) and reports min / median / max in
 milliseconds. Writes
 benchmarks/results/structure_latency-<model>-<scheme>-<rate>.{json,md}.

@@ -132,7 +132,7 @@ def expand_columns(model: nn.Module) -> nn.Module:
     """A copy of a compact model with every ``CompactConv2d`` written as a plain conv with zero columns.
 
     Same outputs. This is the form the TVM build imports: its lowering gives each conv's non-zero columns to the
-    gather-GEMM kernel, so the compiled model keeps the column pruning without TVM knowing ``CompactConv2d``.
+    compact-conv kernel, so the compiled model keeps the column pruning without TVM knowing ``CompactConv2d``.
     """
     out = copy.deepcopy(model)
     for name, module in list(out.named_modules()):

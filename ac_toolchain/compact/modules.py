@@ -74,7 +74,7 @@ class CompactConv2d(nn.Module):
 
     def to_conv2d(self) -> nn.Conv2d:
         """The same layer as a plain ``nn.Conv2d`` whose pruned columns are zeros (what compilers import: the
-        TVM build turns the zero columns back into kept rows of the gather-GEMM kernel)."""
+        TVM build turns the zero columns back into kept rows of the kernels/ compact-conv kernel)."""
         kh, kw = self.kernel_size
         conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,  # type: ignore[arg-type]
                          self.dilation, bias=self.bias is not None)  # type: ignore[arg-type]  # fmt: skip

@@ -1,4 +1,4 @@
-"""Route convolutions of a relax module to the C++ gather-GEMM kernel of ``kernels/``.
+"""Route convolutions of a relax module to the C++ compact-conv kernel of ``kernels/``.
 
 TVM 0.27's default CPU pipeline schedules nothing, so its convolutions are ~70x slower than onnxruntime
 (TOOLCHAIN-NOTES). Every ``conv2d`` with constant weights, ``groups == 1`` and NCHW layout, together with a
@@ -11,7 +11,7 @@ entry (kernels/src/tvm_entry.cc) are compiled for the target and linked into mod
 grouped convolutions stay with TVM.
 
 All-zero weight columns are pruned columns: the kernel gets only the non-zero ones as its kept rows, so a
-column-pruned conv runs as the compact gather-GEMM. That is why the compile stage imports the compact model
+column-pruned conv multiplies only its kept rows. That is why the compile stage imports the compact model
 with its ``CompactConv2d`` layers written as plain convs with zero columns (``compact.expand_columns``,
 ``model.tvm.onnx``): TVM then sees ordinary convs, and the kernel does the gather. (``CompactConv2d``'s own
 ONNX form, Pad / Slice / Gather / Concat / 1x1 Conv, also compiles, but its gathers then run as unscheduled TVM

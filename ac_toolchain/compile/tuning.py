@@ -1,8 +1,9 @@
 """MetaSchedule tuning of the ops TVM compiles itself (``--tune-trials N``), logged in ``<run>/<target>/tuning/``.
 
-The convolutions run on the kernels/ gather-GEMM whatever the tuning; what is left to TVM -- residual adds, pools,
-clips, depthwise convolutions, the linear layer -- is legalised to TIR and tuned with MetaSchedule's evolutionary
-search, the candidates built and timed on this machine. So only targets that run here (x86) can be tuned.
+The convolutions (with their bias, ReLU and shortcut adds) run on the kernels/ compact-conv kernel whatever the
+tuning; what is left to TVM -- pools, clips, depthwise convolutions, the linear layer -- is legalised to TIR and
+tuned with MetaSchedule's evolutionary search, the candidates built and timed on this machine. So only targets
+that run here (x86) can be tuned.
 The database (``database_workload.json`` / ``database_tuning_record.json``) and the per-task logs stay in the run:
 a later ``--tune-trials`` continues from the records there, and a later build of the same target applies them.
 

@@ -235,7 +235,7 @@ def _schedules(target: Target, routed: list[tuple[int, int, bool]], tuned: bool)
     if target.link == "source":
         return "dlight generic GPU rules"
     rest = "MetaSchedule-tuned (tuning/)" if tuned else "default relax pipeline"
-    return f"{len(routed)} convolutions on the kernels/ gather-GEMM; other ops: {rest}"
+    return f"{len(routed)} convolutions on the kernels/ compact-conv kernel; other ops: {rest}"
 
 
 Runner = Callable[[np.ndarray], np.ndarray]

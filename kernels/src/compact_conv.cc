@@ -20,9 +20,9 @@
 
 #include <algorithm>
 #include <array>
-#include <utility>
 #include <atomic>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #if defined(AC_PARALLEL_TVM)

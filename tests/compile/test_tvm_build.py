@@ -68,7 +68,7 @@ def test_x86_build_matches_torch_and_manifest_is_complete(pruned: tuple, tmp_pat
     assert manifest["files"]["model.so"]["sha256"] == digest
     assert manifest["command"]
     convs = [n for n in onnx.load(str(onnx_path)).graph.node if n.op_type == "Conv"]
-    assert manifest["kernel_convolutions"] == len(convs) > 0  # every conv runs on the kernels/ gather-GEMM
+    assert manifest["kernel_convolutions"] == len(convs) > 0  # every conv runs on the kernels/ kernel
 
 
 def test_zero_columns_become_the_kernels_kept_rows(zero_columns: tuple, tmp_path: Path) -> None:

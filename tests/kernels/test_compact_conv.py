@@ -1,5 +1,6 @@
-"""The C++ gather-GEMM conv (kernels/) against torch: random shapes, odd sizes, stride / padding / dilation,
-1 kept column and all columns; the aarch64 build (NEON) under qemu-user; errors for inconsistent shapes."""
+"""The C++ compact conv (kernels/: direct path and gather-GEMM) against torch: random shapes, odd sizes, stride /
+padding / dilation, 1 kept column and all columns, partial register tiles, the residual; the aarch64 build (NEON)
+under qemu-user; errors for inconsistent shapes."""
 
 import ctypes
 import subprocess
