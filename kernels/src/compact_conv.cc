@@ -118,15 +118,17 @@ struct Padded {
     }
   }
 
-  void fill(const ac_conv_shape& s, const float* xn, const char* used, float* xp, int threads) const {
-    parallel_for(s.c, threads, [&](int c) {
-      if (!used[c]) return;
+  // On the calling thread: a second pool launch per conv cost more than the copy's parallelism saved (2 threads,
+  // TVM's workers sleeping between calls: filter-0.5 ResNet-18 5.80 -> 5.61 ms; dense 18.91 vs 18.72 ms).
+  void fill(const ac_conv_shape& s, const float* xn, const char* used, float* xp) const {
+    for (int c = 0; c < s.c; ++c) {
+      if (!used[c]) continue;
       float* dst = xp + c * plane;
       std::fill_n(dst, plane, 0.0f);
       for (int iy = 0; iy < s.h; ++iy) {
         std::memcpy(dst + (iy + s.ph) * wp + s.pw, xn + (static_cast<size_t>(c) * s.h + iy) * s.w, sizeof(float) * s.w);
       }
-    });
+    }
     std::fill(xp + s.c * plane, xp + size, 0.0f);
   }
 };
@@ -504,7 +506,7 @@ extern "C" int ac_compact_conv2d(const ac_conv_shape* s, const float* x, const f
   const int pixels = s->oh * s->ow;
   const int nt = implicit ? im.nt : std::min(NT, round_up(pixels, NR)), wq = implicit ? pad.wp : s->ow;
   for (int n = 0; n < s->n; ++n) {
-    pad.fill(*s, x + static_cast<size_t>(n) * s->c * s->h * s->w, used.data(), padded.data(), threads);
+    pad.fill(*s, x + static_cast<size_t>(n) * s->c * s->h * s->w, used.data(), padded.data());
     const size_t image = static_cast<size_t>(n) * s->f * pixels;
     const float* res = residual ? residual + image : nullptr;
     const Gemm gemm{*s, wpack, bias, res, y + image, nt, wq};
