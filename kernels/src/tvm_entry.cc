@@ -61,10 +61,9 @@ void CompactConv2d(TensorView x, TensorView packed, TensorView rows, TensorView 
 void CompactConv2dAdd(TensorView x, TensorView packed, TensorView rows, TensorView bias, TensorView geometry,
                       TensorView residual, TensorView y) {
   expect(residual, "residual", kDLFloat, 32);
-  if (residual.ndim() != 4 || y.ndim() != 4 || residual.shape()[0] != y.shape()[0] || residual.shape()[1] != y.shape()[1] ||
-      residual.shape()[2] != y.shape()[2] || residual.shape()[3] != y.shape()[3]) {
-    TVM_FFI_THROW(ValueError) << "ac_compact_conv2d_add: the residual must have the output's shape";
-  }
+  bool same = residual.ndim() == y.ndim();
+  for (int i = 0; same && i < y.ndim(); ++i) same = residual.shape()[i] == y.shape()[i];
+  if (!same) TVM_FFI_THROW(ValueError) << "ac_compact_conv2d_add: the residual must have the output's shape";
   Run(x, packed, rows, bias, geometry, static_cast<const float*>(residual.data_ptr()), y);
 }
 
