@@ -36,6 +36,8 @@ class NativeBuild:
 BUILDS = {
     "host": NativeBuild("g++"),
     "aarch64": NativeBuild("aarch64-linux-gnu-g++", (f"-DCMAKE_TOOLCHAIN_FILE={ROOT}/cmake/aarch64-linux-gnu.cmake",)),
+    # baseline x86-64 (no -march=native): the kernel's gather-GEMM paths, which AVX2 builds no longer take, for tests
+    "portable": NativeBuild("g++", ("-DAC_NATIVE_ARCH=OFF",)),
 }  # fmt: skip
 INSTALL_HINT = "install the build tools with: bash scripts/install-system-deps.sh"
 

@@ -1,10 +1,15 @@
 // Convolution over the kept im2col rows (see include/ac/compact_conv.h for the layout).
 //
-// Per image: copy the input once with zero borders (the channels kept rows read). Then one of two paths:
-// - direct (AVX2 builds, see direct_pays): registers hold 6 output pixels x 16 output channels; per kept row the
+// Per image: copy the input once with zero borders (the channels kept rows read; convs without padding read the
+// input itself), shared out among the threads at the start of the conv's one parallel launch. Then one of three
+// paths:
+// - pixel-row (AVX2 builds, stride 1 across, output rows of whole 8-pixel vectors, at most 512 kept rows):
+//   registers hold 6 output channels x 2 vectors of 8 adjacent output pixels; per kept row two vector loads from
+//   the padded input and a broadcast weight per channel; stored straight into y (conv_pixel_rows);
+// - direct (the other convs of AVX2 builds): registers hold 6 output pixels x 16 output channels; per kept row the
 //   6 input values are broadcast straight from the padded input and multiplied with two 8-channel weight vectors,
-//   so nothing is gathered and the whole K sum stays in registers (conv_direct);
-// - gather-GEMM (every other build and conv): per tile of NT output pixels, gather the kept im2col rows of those
+//   stored through an 8 x 8 transpose (conv_direct). Both keep the whole K sum in registers, gather nothing;
+// - gather-GEMM (every other build): per tile of NT output pixels, gather the kept im2col rows of those
 //   pixels into a contiguous panel [K][NT] (a copy per output row the tile touches: no bounds checks, no divisions
 //   per row; ResNet-18's convs ran 5 % (dense) to 9 % (filter 0.5) faster, one thread, than gathering from the
 //   unpadded input; walking a [K][P] matrix instead, a stride of 4 KiB put every row in the same L1 set), then
@@ -12,9 +17,9 @@
 //   register-blocked micro-kernel. With many tiles each thread gathers its own panels (hot in cache); deep layers
 //   with few pixels gather every panel first and share out (tile, channel block) pairs. Dense-enough stride-1 convs
 //   on wide maps gather nothing (implicit GEMM, see conv_implicit).
-// Both add bias, residual and ReLU when a tile is stored, and use GCC/Clang vector extensions: they compile to NEON
+// All add bias, residual and ReLU when a tile is stored, and use GCC/Clang vector extensions: they compile to NEON
 // fmla on aarch64 and to AVX FMAs on x86, from one source.
-// Tiles run in parallel on OpenMP threads (standalone library) or on TVM's thread pool (AC_PARALLEL_TVM, when the
+// Work runs in parallel on OpenMP threads (standalone library) or on TVM's thread pool (AC_PARALLEL_TVM, when the
 // kernel is linked into a compiled model), so the kernel never competes with the runtime's own workers.
 #include "ac/compact_conv.h"
 
@@ -58,34 +63,53 @@ inline int round_up(int v, int m) { return (v + m - 1) / m * m; }
 
 // ---- parallel loop: OpenMP threads (standalone library) or TVM's thread pool (inside a compiled model) ----
 
+// fn(i) for every i < items, on the pool's threads, each taking one contiguous share (measured against handing out
+// items one by one, 2 threads: 2-8 % faster per conv, the 3-channel stem 1.3x). With `pre`, every thread first runs
+// (*pre)(part, parts) and waits for the others: the padded copy, shared out inside the same launch (a second launch
+// per conv cost more than the copy's parallelism saved, TVM's workers sleeping between calls).
+struct NoPrologue {
+  void operator()(int, int) const {}
+};
+
 #if defined(AC_PARALLEL_TVM)
-template <typename Fn>
+template <typename Fn, typename Pre>
 struct Job {
   const Fn* fn;
+  const Pre* pre;
   int items;
-  std::atomic<int> next{0};
-  static int run(int, TVMParallelGroupEnv*, void* data) {
-    auto* job = static_cast<Job*>(data);
-    for (int i = job->next.fetch_add(1); i < job->items; i = job->next.fetch_add(1)) (*job->fn)(i);
+  static int run(int task, TVMParallelGroupEnv* env, void* data) {
+    const auto* job = static_cast<const Job*>(data);
+    if (job->pre) {
+      (*job->pre)(task, env->num_task);
+      TVMBackendParallelBarrier(task, env);
+    }
+    const int64_t n = job->items, tasks = env->num_task;
+    for (int64_t i = n * task / tasks; i < n * (task + 1) / tasks; ++i) (*job->fn)(static_cast<int>(i));
     return 0;
   }
 };
 #endif
 
-template <typename Fn>
-void parallel_for(int items, int threads, const Fn& fn) {
+template <typename Fn, typename Pre = NoPrologue>
+void parallel_for(int items, int threads, const Fn& fn, const Pre* pre = nullptr) {
 #if defined(AC_PARALLEL_TVM)
   (void)threads;
-  Job<Fn> job;
-  job.fn = &fn;
-  job.items = items;
-  TVMBackendParallelLaunch(&Job<Fn>::run, &job, 0);
+  const Job<Fn, Pre> job{&fn, pre, items};
+  TVMBackendParallelLaunch(&Job<Fn, Pre>::run, const_cast<Job<Fn, Pre>*>(&job), 0);
 #elif defined(_OPENMP)
   const int n = threads > 0 ? threads : omp_get_max_threads();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(n)
-  for (int i = 0; i < items; ++i) fn(i);
+#pragma omp parallel num_threads(n)
+  {
+    if (pre) {
+      (*pre)(omp_get_thread_num(), omp_get_num_threads());
+#pragma omp barrier
+    }
+#pragma omp for schedule(static)
+    for (int i = 0; i < items; ++i) fn(i);
+  }
 #else
   (void)threads;
+  if (pre) (*pre)(0, 1);
   for (int i = 0; i < items; ++i) fn(i);
 #endif
 }
@@ -118,10 +142,10 @@ struct Padded {
     }
   }
 
-  // On the calling thread: a second pool launch per conv cost more than the copy's parallelism saved (2 threads,
-  // TVM's workers sleeping between calls: filter-0.5 ResNet-18 5.80 -> 5.61 ms; dense 18.91 vs 18.72 ms).
-  void fill(const ac_conv_shape& s, const float* xn, const char* used, float* xp) const {
-    for (int c = 0; c < s.c; ++c) {
+  // Channels [C * part / parts, C * (part + 1) / parts); the last part also zeroes the tail.
+  void fill(const ac_conv_shape& s, const float* xn, const char* used, float* xp, int part, int parts) const {
+    const int c_end = static_cast<int>(int64_t{s.c} * (part + 1) / parts);
+    for (int c = static_cast<int>(int64_t{s.c} * part / parts); c < c_end; ++c) {
       if (!used[c]) continue;
       float* dst = xp + c * plane;
       std::fill_n(dst, plane, 0.0f);
@@ -129,7 +153,20 @@ struct Padded {
         std::memcpy(dst + (iy + s.ph) * wp + s.pw, xn + (static_cast<size_t>(c) * s.h + iy) * s.w, sizeof(float) * s.w);
       }
     }
-    std::fill(xp + s.c * plane, xp + size, 0.0f);
+    if (part == parts - 1) std::fill(xp + s.c * plane, xp + size, 0.0f);
+  }
+};
+
+// The padded copy of one image as a launch's prologue (see parallel_for); without a Padded, the conv reads its
+// input as it is (no padding) and there is nothing to do.
+struct Fill {
+  const Padded* pad;
+  const ac_conv_shape& s;
+  const float* x;
+  const char* used;
+  float* xp;
+  void operator()(int part, int parts) const {
+    if (pad) pad->fill(s, x, used, xp, part, parts);
   }
 };
 
@@ -271,7 +308,7 @@ struct Gemm {
 // K sum stays in registers; a tile is stored once, transposed, with bias and ReLU. The P pixels of a kept row are
 // adjacent floats of one padded plane (stride 1). A channels-last copy of the input, so that consecutive rows of
 // one tap were adjacent too, measured 3-10 % slower: its transposing copy cost more than it saved. Measured on a
-// Zen core (AVX2): see direct_pays.
+// Zen core (AVX2): see kDirectPays.
 typedef float vec8 __attribute__((vector_size(MR * sizeof(float))));
 typedef float vec8_u __attribute__((vector_size(MR * sizeof(float)), aligned(4), may_alias));
 inline vec8 load8(const float* p) { return *reinterpret_cast<const vec8_u*>(p); }
@@ -363,7 +400,7 @@ void store_transposed(const float (*part)[DJ * MR], int nq, int nf, bool relu, c
 }
 
 void conv_direct(const ac_conv_shape& s, int wp, const float* xp, const int64_t* off, const float* wpack,
-                 const float* bias, const float* res, float* y, int threads) {
+                 const float* bias, const float* res, float* y, int threads, const Fill& fill) {
   const int blocks = (s.f + MR - 1) / MR, groups = (blocks + DJ - 1) / DJ, pixels = s.oh * s.ow;
   const int chunks = (pixels + kDirectChunk - 1) / kDirectChunk;
   parallel_for(groups * chunks, threads, [&](int item) {
@@ -385,7 +422,95 @@ void conv_direct(const ac_conv_shape& s, int wp, const float* xp, const int64_t*
     }
     const size_t at = static_cast<size_t>(f0) * pixels + q_begin;
     store_transposed(part, nq, nf, s.relu, res ? res + at : nullptr, y + at, pixels);
-  });
+  }, &fill);
+}
+
+// ---- pixel-row path: y[F, P] with a vector along 8 adjacent output pixels of one row ----
+//
+// For stride-1 convs whose output rows are whole vectors (OW a multiple of 8) and with at most kRowMaxRows kept
+// rows: registers hold 6 output channels x 2 vectors of 8 pixels; per kept row the 16 input values are two vector
+// loads from the padded input and each channel's weight is broadcast. The tile is then stored straight into y (no
+// transpose), and a layer's channels are cut into tiles of 5-6 (29 filters: 30 computed, not the 32 of the direct
+// path's 16-channel tile). Measured on a Zen core (one thread, interleaved with the direct path): pruned ResNet-18
+// layers (29 / 57 / 114 filters, 130 / 236 / 474 rows) 1.08-1.13x faster, dense 32 x 32 ones (288 rows) 1.01x;
+// from 1152 rows on it was 1.05-1.17x slower (a tile's weights, K x 64 bytes, no longer fit the 32 KiB L1).
+constexpr int PC = 6, PV = 2;        // 6 channels x 2 pixel vectors = 12 accumulators (+2 loads, 1 broadcast)
+constexpr int kRowChunk = 8;         // pixel vectors per parallel work item
+constexpr int kRowMaxRows = 512;
+
+struct PixelTile {
+  const float* w[PC];    // channel r's packed weights: row k at w[r][k * MR]
+  float bias[PC];
+  const float* x[PV];    // vector v's first pixel in the padded input; kept row k at x[v] + off[k]
+  const float* res[PV];  // residual at vector v for the first channel, or null
+  float* y[PV];          // output at vector v for the first channel; channel r at + r * pitch
+};
+
+template <int R, int V>
+void pixel_row_kernel(int kc, const int64_t* off, const PixelTile& t, bool relu, size_t pitch) {
+  vec8 acc[R][V];
+  const float* w[R];
+  const float* x[V];
+  for (int r = 0; r < R; ++r) {
+    w[r] = t.w[r];
+    for (int v = 0; v < V; ++v) acc[r][v] = vec8{} + t.bias[r];
+  }
+  for (int v = 0; v < V; ++v) x[v] = t.x[v];
+  for (int k = 0; k < kc; ++k) {
+    const int64_t o = off[k];
+    vec8 in[V];
+    for (int v = 0; v < V; ++v) in[v] = load8(x[v] + o);
+    for (int r = 0; r < R; ++r) {
+      const float wr = w[r][static_cast<size_t>(k) * MR];
+      for (int v = 0; v < V; ++v) acc[r][v] += wr * in[v];
+    }
+  }
+  const vec8 zero{};
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < V; ++v) {
+      const vec8 a = t.res[v] ? acc[r][v] + load8(t.res[v] + r * pitch) : acc[r][v];
+      *reinterpret_cast<vec8_u*>(t.y[v] + r * pitch) = relu ? (a < zero ? zero : a) : a;  // NaN stays, as in torch
+    }
+  }
+}
+
+using PixelRowFn = void (*)(int, const int64_t*, const PixelTile&, bool, size_t);
+
+template <int V, int... R>
+constexpr std::array<PixelRowFn, PC> pixel_row_row(std::integer_sequence<int, R...>) {
+  return {&pixel_row_kernel<R + 1, V>...};
+}
+
+// kPixelRow[v - 1][r - 1]: the kernel for v pixel vectors and r channels
+constexpr std::array<std::array<PixelRowFn, PC>, PV> kPixelRow = {
+    pixel_row_row<1>(std::make_integer_sequence<int, PC>{}), pixel_row_row<2>(std::make_integer_sequence<int, PC>{})};
+
+void conv_pixel_rows(const ac_conv_shape& s, int wp, const float* xp, const int64_t* off, const float* wpack,
+                     const float* bias, const float* res, float* y, int threads, const Fill& fill) {
+  const int tiles = (s.f + PC - 1) / PC, pixels = s.oh * s.ow, vectors = pixels / MR;
+  const int chunks = (vectors + kRowChunk - 1) / kRowChunk;
+  parallel_for(tiles * chunks, threads, [&](int item) {
+    const int tile = item / chunks, v0 = (item % chunks) * kRowChunk, v1 = std::min(vectors, v0 + kRowChunk);
+    // tiles as even as they go (32 channels: 6, 5, 5, 6, 5, 5): every tile uses 5 or 6 of its 6 register rows
+    const int f0 = static_cast<int>(int64_t{s.f} * tile / tiles);
+    const int nc = static_cast<int>(int64_t{s.f} * (tile + 1) / tiles) - f0;
+    PixelTile t{};
+    for (int r = 0; r < nc; ++r) {
+      t.w[r] = wpack + static_cast<size_t>((f0 + r) / MR) * s.k * MR + (f0 + r) % MR;
+      t.bias[r] = bias ? bias[f0 + r] : 0.0f;
+    }
+    for (int v = v0; v < v1; v += PV) {
+      const int nv = std::min(PV, v1 - v);
+      for (int i = 0; i < nv; ++i) {
+        const int q = (v + i) * MR, oy = q / s.ow, ox = q % s.ow;
+        const size_t at = static_cast<size_t>(f0) * pixels + q;
+        t.x[i] = xp + static_cast<int64_t>(oy) * s.sh * wp + ox;
+        t.res[i] = res ? res + at : nullptr;
+        t.y[i] = y + at;
+      }
+      kPixelRow[nv - 1][nc - 1](s.k, off, t, s.relu, pixels);
+    }
+  }, &fill);
 }
 
 int check(const ac_conv_shape& s, const int64_t* rows) {
@@ -435,17 +560,17 @@ bool implicit_pays(const ac_conv_shape& s, const Implicit& im) {
 }
 
 void conv_implicit(const ac_conv_shape& s, const Implicit& im, const float* xp, const int64_t* off, const Gemm& gemm,
-                   int threads) {
+                   int threads, const Fill& fill) {
   const int chunks_f = (s.f + OC - 1) / OC;
   parallel_for(im.tiles * chunks_f, threads, [&](int item) {
     const int q0 = (item % im.tiles) * im.nt;
     gemm.tile(q0, item / im.tiles, ShiftedRows{xp + q0, off});
-  });
+  }, &fill);
 }
 
 // Every other conv: gather panels of kept rows from the padded input, then multiply.
 void conv_gathered(const ac_conv_shape& s, const float* xp, int wp, const int64_t* off, const Gemm& gemm,
-                   int threads) {
+                   int threads, const Fill& fill) {
   const int nt = gemm.nt, tiles_p = (s.oh * s.ow + nt - 1) / nt, chunks_f = (s.f + OC - 1) / OC;
   const size_t panel = static_cast<size_t>(s.k) * nt;
   if (tiles_p >= kFusedTiles) {  // enough pixel tiles to share out: each gathers its own panel, hot in cache
@@ -454,7 +579,7 @@ void conv_gathered(const ac_conv_shape& s, const float* xp, int wp, const int64_
       own.resize(panel);
       gather_panel(s, xp, wp, off, p_tile, nt, 0, s.k, own.data());
       for (int f_chunk = 0; f_chunk < chunks_f; ++f_chunk) gemm.tile(p_tile * nt, f_chunk, PanelRows{own.data(), nt});
-    });
+    }, &fill);
     return;
   }
   // few pixels (deep layers): gather every panel first, then share out channel chunks too
@@ -465,7 +590,7 @@ void conv_gathered(const ac_conv_shape& s, const float* xp, int wp, const int64_
   parallel_for(tiles_p * k_chunks, threads, [&](int item) {
     const int p_tile = item / k_chunks, k0 = (item % k_chunks) * kGatherRows;
     gather_panel(s, xp, wp, off, p_tile, nt, k0, std::min(s.k, k0 + kGatherRows), buf + p_tile * panel);
-  });
+  }, &fill);
   parallel_for(tiles_p * chunks_f, threads, [&](int item) {
     const int p_tile = item % tiles_p;
     gemm.tile(p_tile * nt, item / tiles_p, PanelRows{buf + p_tile * panel, nt});
@@ -474,31 +599,35 @@ void conv_gathered(const ac_conv_shape& s, const float* xp, int wp, const int64_
 
 // Measured on a Zen core (AVX2, one thread; ResNet-18 / VGG-16 conv shapes, dense and 80-90 % column-pruned, each
 // against the gather-GEMM, interleaved): dense 3x3 convs 1.03-1.35x faster, pruned ones 1.02-1.14x, 1x1 convs
-// 1.0-1.1x; below ~32 rows (the 3-channel stem: 27) 0.89-0.99x. NEON keeps the gather-GEMM: built for armv8-a, the
-// direct path ran 0-20 % more instructions under qemu (5 ResNet-18 shapes; no aarch64 machine to time it on).
-// AVX-512 keeps it too: not measured there.
+// 1.0-1.1x; convs with few rows too since the 8 x 8 transposed store: the 3-channel stem (27 rows) 1.11x at 32 x 32
+// and 1.21x at 224 x 224 / 2, 1-22 rows 1.1-1.5x. NEON keeps the gather-GEMM: built for armv8-a, the direct path ran
+// 0-20 % more instructions under qemu (5 ResNet-18 shapes; no aarch64 machine to time it on). AVX-512 keeps it too:
+// not measured there.
 #if defined(__AVX2__) && !defined(__AVX512F__)
-constexpr bool kDirectIsa = true;
+constexpr bool kDirectPays = true;
 #else
-constexpr bool kDirectIsa = false;
+constexpr bool kDirectPays = false;
 #endif
-constexpr int kDirectMinRows = 32;
 
-bool direct_pays(const ac_conv_shape& s) { return kDirectIsa && s.k >= kDirectMinRows; }
+bool pixel_rows_pay(const ac_conv_shape& s) {
+  return kDirectPays && s.sw == 1 && s.ow % MR == 0 && s.k <= kRowMaxRows;
+}
 
 }  // namespace
 
 extern "C" int ac_compact_conv2d(const ac_conv_shape* s, const float* x, const float* wpack, const int64_t* rows,
                                  const float* bias, const float* residual, float* y, int threads) {
   if (const int err = check(*s, rows)) return err;
-  const bool direct = direct_pays(*s);
+  constexpr bool direct = kDirectPays;
+  const bool pixel_rows = pixel_rows_pay(*s);
   const Implicit im(*s);
   const bool implicit = !direct && implicit_pays(*s, im);
   const Padded pad(*s, implicit ? im.tail(*s) : 0);
   thread_local std::vector<float> padded;
   thread_local std::vector<int64_t> offsets;
   thread_local std::vector<char> used;
-  padded.resize(pad.size);
+  const bool copy = implicit || s->ph > 0 || s->pw > 0;  // unpadded convs read the input itself
+  if (copy) padded.resize(pad.size);
   offsets.resize(s->k);
   used.resize(s->c);
   pad.offsets(*s, rows, offsets.data(), used.data());
@@ -506,16 +635,20 @@ extern "C" int ac_compact_conv2d(const ac_conv_shape* s, const float* x, const f
   const int pixels = s->oh * s->ow;
   const int nt = implicit ? im.nt : std::min(NT, round_up(pixels, NR)), wq = implicit ? pad.wp : s->ow;
   for (int n = 0; n < s->n; ++n) {
-    pad.fill(*s, x + static_cast<size_t>(n) * s->c * s->h * s->w, used.data(), padded.data());
+    const float* xn = x + static_cast<size_t>(n) * s->c * s->h * s->w;
+    const float* xp = copy ? padded.data() : xn;
+    const Fill fill{copy ? &pad : nullptr, *s, xn, used.data(), padded.data()};
     const size_t image = static_cast<size_t>(n) * s->f * pixels;
     const float* res = residual ? residual + image : nullptr;
     const Gemm gemm{*s, wpack, bias, res, y + image, nt, wq};
-    if (direct) {
-      conv_direct(*s, pad.wp, padded.data(), offsets.data(), wpack, bias, res, y + image, threads);
+    if (pixel_rows) {
+      conv_pixel_rows(*s, pad.wp, xp, offsets.data(), wpack, bias, res, y + image, threads, fill);
+    } else if (direct) {
+      conv_direct(*s, pad.wp, xp, offsets.data(), wpack, bias, res, y + image, threads, fill);
     } else if (implicit) {
-      conv_implicit(*s, im, padded.data(), offsets.data(), gemm, threads);
+      conv_implicit(*s, im, xp, offsets.data(), gemm, threads, fill);
     } else {
-      conv_gathered(*s, padded.data(), pad.wp, offsets.data(), gemm, threads);
+      conv_gathered(*s, xp, pad.wp, offsets.data(), gemm, threads, fill);
     }
   }
   return 0;

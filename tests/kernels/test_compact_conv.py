@@ -1,6 +1,7 @@
-"""The C++ compact conv (kernels/: direct path and gather-GEMM) against torch: random shapes, odd sizes, stride /
-padding / dilation, 1 kept column and all columns, partial register tiles, the residual; the aarch64 build (NEON)
-under qemu-user; errors for inconsistent shapes."""
+"""The C++ compact conv (kernels/: direct and pixel-row paths on AVX2, gather-GEMM elsewhere) against torch: random
+shapes, odd sizes, stride / padding / dilation, 1 kept column and all columns, partial register tiles, the residual;
+the gather-GEMM paths in a baseline x86-64 build, the aarch64 build (NEON) under qemu-user; errors for inconsistent
+shapes."""
 
 import ctypes
 import subprocess
@@ -66,9 +67,9 @@ def test_matches_torch_on_random_shapes(geo, c, f, h, w, kept, relu, seed) -> No
     "shape", [(3, 5, (7, 7)), (64, 130, (16, 16)), (300, 7, (3, 3)), (7, 75, (33, 40)), (16, 40, (32, 32))], ids=str
 )
 def test_edge_cases_without_bias(kept, shape) -> None:
-    """One column: the gather-GEMM (too few rows for the direct path); 33x40 one-column reads one channel and leaves
-    the other planes alone. All columns: the direct path where the build has it (AVX2), else the implicit
-    (no-gather) GEMM at 32x32 / 33x40 and the two-phase gather at 16x16."""
+    """33x40 one-column reads one channel and leaves the other planes alone. On AVX2 builds: the pixel-row path at
+    16x16 / 32x32 (up to 512 rows), the direct path elsewhere; other builds: the implicit (no-gather) GEMM at 32x32 /
+    33x40 with all columns, the two-phase gather at 16x16 (see test_portable_x86_build_matches_torch)."""
     c, f, hw = shape
     geo = Geometry((3, 3), (1, 1), (1, 1))
     x, weight, rows, _ = problem(1, 1, c, f, hw, kept, geo)
@@ -95,12 +96,32 @@ def test_register_tile_edges(c, f, hw, geo, threads) -> None:
     np.testing.assert_allclose(got, reference(x, weight, rows, bias, geo, True), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    ("c", "f", "hw", "geo"),
+    [
+        (4, 1, (3, 8), Geometry((3, 3), (1, 1), (1, 1))),  # one channel, 3 pixel vectors: a pair and a single
+        (12, 29, (16, 16), Geometry((3, 3), (1, 1), (1, 1))),  # 29 filters: tiles of 6, 6, 6, 6, 5
+        (16, 57, (9, 16), Geometry((3, 3), (2, 1), (1, 1))),  # stride 2 down, 1 across: rows 2 input rows apart
+        (8, 13, (5, 24), Geometry((3, 3), (1, 1), (2, 2), (2, 2))),  # dilated; 15 vectors: chunks of 8 and 7
+    ],
+    ids=["f1-3vectors", "f29", "s2x1", "dilated"],
+)
+def test_pixel_row_tiles(c, f, hw, geo, threads) -> None:
+    """Output rows of whole 8-pixel vectors, stride 1 across (the pixel-row path on AVX2; elsewhere the
+    gather-GEMM): channel counts that cut into uneven tiles, vector counts off the 2-vector tile and the 8-vector
+    work item, the residual and ReLU, two images, one and two threads."""
+    x, weight, rows, bias = problem(7, 2, c, f, hw, 0.6, geo)
+    residual = np.random.default_rng(8).standard_normal((2, f, *geo.out_size(*hw))).astype(np.float32)
+    got = native.compact_conv2d(x, weight, rows, bias, geo, relu=True, threads=threads, residual=residual)
+    np.testing.assert_allclose(got, reference(x, weight, rows, bias, geo, True, residual), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize(("c", "kept"), [(24, 3), (3, 1.0), (24, 1.0)], ids=["3-of-216", "27-of-27", "216-of-216"])
 @pytest.mark.parametrize("hw", [(16, 16), (32, 32), (9, 7)], ids=str)
 def test_residual_is_added_before_relu(c, kept, hw) -> None:
-    """y = relu(conv + bias + residual), a ResNet block's end, on every path: 3 or 27 rows take the gather-GEMM
-    (two-phase at 9x7, per-tile at 16x16; 27 of 27 rows at 32x32 the implicit GEMM), 216 rows the direct path on
-    AVX2."""
+    """y = relu(conv + bias + residual), a ResNet block's end: on AVX2 builds the pixel-row path at 16x16 / 32x32 and
+    the direct path at 9x7; the gather-GEMM (two-phase at 9x7, per-tile at 16x16, implicit at 32x32) elsewhere."""
     geo = Geometry((3, 3), (1, 1), (1, 1))
     x, weight, rows, bias = problem(5, 2, c, 19, hw, kept, geo)
     residual = np.random.default_rng(6).standard_normal((2, 19, *hw)).astype(np.float32)
@@ -132,20 +153,44 @@ def test_bad_rows_are_refused(rows, message) -> None:
         native.compact_conv2d(x, np.zeros((2, len(rows)), np.float32), np.array(rows), None, Geometry((3, 3)))
 
 
+def run_conv_file(cmd: list[str], tmp_path: Path, n: int, c: int, f: int, hw: tuple[int, int], kept: float | int,
+                  geo: Geometry) -> None:  # fmt: skip
+    """kernels/tools/conv_file (``cmd``: the executable, maybe behind qemu) on a random problem, against torch."""
+    x, weight, rows, bias = problem(3, n, c, f, hw, kept, geo)
+    files = {"x": x, "w": weight, "rows": rows, "bias": bias}
+    for name, arr in files.items():
+        arr.tofile(tmp_path / name)
+    oh, ow = geo.out_size(*hw)
+    dims = [n, c, *hw, f, len(rows), *geo.kernel, *geo.stride, *geo.padding, *geo.dilation, oh, ow, 1]
+    subprocess.run([*cmd, *map(str, dims), *(str(tmp_path / n) for n in files), str(tmp_path / "y")], check=True,
+                   timeout=120)  # fmt: skip
+    got = np.fromfile(tmp_path / "y", np.float32).reshape(n, f, oh, ow)
+    np.testing.assert_allclose(got, reference(x, weight, rows, bias, geo, True), rtol=1e-4, atol=2e-4)
+
+
 def test_aarch64_build_matches_torch_under_qemu(tmp_path: Path) -> None:
     exe = native.build("aarch64") / "ac_conv_file"
     assert exe.read_bytes()[18:20] == (183).to_bytes(2, "little")  # EM_AARCH64
     geo = Geometry((3, 3), (2, 1), (1, 2), (1, 2))
-    x, weight, rows, bias = problem(3, 2, 11, 37, (13, 10), 0.4, geo)
-    files = {"x": x, "w": weight, "rows": rows, "bias": bias}
-    for name, arr in files.items():
-        arr.tofile(tmp_path / name)
-    oh, ow = geo.out_size(13, 10)
-    dims = [2, 11, 13, 10, 37, len(rows), *geo.kernel, *geo.stride, *geo.padding, *geo.dilation, oh, ow, 1]
-    cmd = ["qemu-aarch64", str(exe), *map(str, dims), *(str(tmp_path / n) for n in files), str(tmp_path / "y")]
-    subprocess.run(cmd, check=True, timeout=120)
-    got = np.fromfile(tmp_path / "y", np.float32).reshape(2, 37, oh, ow)
-    np.testing.assert_allclose(got, reference(x, weight, rows, bias, geo, True), rtol=1e-4, atol=1e-4)
+    run_conv_file(["qemu-aarch64", str(exe)], tmp_path, 2, 11, 37, (13, 10), 0.4, geo)
+
+
+@pytest.mark.parametrize(
+    ("c", "f", "hw", "kept"),
+    [
+        (3, 5, (7, 7), 1),
+        (64, 70, (16, 16), 1.0),
+        (16, 40, (32, 32), 1.0),
+        (24, 19, (32, 32), 3),
+        (7, 75, (33, 40), 1.0),
+    ],
+    ids=["two-phase-1-row", "two-phase-16x16", "implicit-32x32", "per-tile-32x32", "implicit-33x40"],
+)
+def test_portable_x86_build_matches_torch(tmp_path: Path, c, f, hw, kept) -> None:
+    """The gather-GEMM paths (AVX2 builds take the direct and pixel-row paths instead; AVX-512 and NEON builds take
+    these): a baseline x86-64 build, on shapes that pick each path."""
+    exe = native.build("portable") / "ac_conv_file"
+    run_conv_file([str(exe)], tmp_path, 2, c, f, hw, kept, Geometry((3, 3), (1, 1), (1, 1)))
 
 
 @pytest.mark.parametrize(("f", "k"), [(1, 1), (8, 3), (13, 40)])
