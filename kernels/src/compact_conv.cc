@@ -25,7 +25,6 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -63,10 +62,11 @@ inline int round_up(int v, int m) { return (v + m - 1) / m * m; }
 
 // ---- parallel loop: OpenMP threads (standalone library) or TVM's thread pool (inside a compiled model) ----
 
-// fn(i) for every i < items, on the pool's threads, each taking one contiguous share (measured against handing out
-// items one by one, 2 threads: 2-8 % faster per conv, the 3-channel stem 1.3x). With `pre`, every thread first runs
-// (*pre)(part, parts) and waits for the others: the padded copy, shared out inside the same launch (a second launch
-// per conv cost more than the copy's parallelism saved, TVM's workers sleeping between calls).
+// fn(i) for every i < items, on the pool's threads, each taking one contiguous share (against handing out items one
+// by one, 2 threads: 2-8 % faster per conv in a C++ harness, the 3-channel stem 1.3x; ~1 % on a compiled ResNet-18).
+// With `pre`, every thread first runs (*pre)(part, parts) and waits for the others: the padded copy, shared out
+// inside the same launch (2 threads: filter-0.5 ResNet-18 4.53 -> 4.46 ms, filter+column 2.01 -> 1.92 ms; a second
+// launch per conv had cost more than it saved, TVM's workers sleeping between calls).
 struct NoPrologue {
   void operator()(int, int) const {}
 };
@@ -157,17 +157,14 @@ struct Padded {
   }
 };
 
-// The padded copy of one image as a launch's prologue (see parallel_for); without a Padded, the conv reads its
-// input as it is (no padding) and there is nothing to do.
+// The padded copy of one image as a launch's prologue (see parallel_for).
 struct Fill {
-  const Padded* pad;
+  const Padded& pad;
   const ac_conv_shape& s;
   const float* x;
   const char* used;
   float* xp;
-  void operator()(int part, int parts) const {
-    if (pad) pad->fill(s, x, used, xp, part, parts);
-  }
+  void operator()(int part, int parts) const { pad.fill(s, x, used, xp, part, parts); }
 };
 
 // A run of output pixels on one output row: n pixels from panel column q on, reading padded[off + src + i * sw].
@@ -400,7 +397,7 @@ void store_transposed(const float (*part)[DJ * MR], int nq, int nf, bool relu, c
 }
 
 void conv_direct(const ac_conv_shape& s, int wp, const float* xp, const int64_t* off, const float* wpack,
-                 const float* bias, const float* res, float* y, int threads, const Fill& fill) {
+                 const float* bias, const float* res, float* y, int threads, const Fill* fill) {
   const int blocks = (s.f + MR - 1) / MR, groups = (blocks + DJ - 1) / DJ, pixels = s.oh * s.ow;
   const int chunks = (pixels + kDirectChunk - 1) / kDirectChunk;
   parallel_for(groups * chunks, threads, [&](int item) {
@@ -422,7 +419,7 @@ void conv_direct(const ac_conv_shape& s, int wp, const float* xp, const int64_t*
     }
     const size_t at = static_cast<size_t>(f0) * pixels + q_begin;
     store_transposed(part, nq, nf, s.relu, res ? res + at : nullptr, y + at, pixels);
-  }, &fill);
+  }, fill);
 }
 
 // ---- pixel-row path: y[F, P] with a vector along 8 adjacent output pixels of one row ----
@@ -434,9 +431,9 @@ void conv_direct(const ac_conv_shape& s, int wp, const float* xp, const int64_t*
 // path's 16-channel tile). Measured on a Zen core (one thread, interleaved with the direct path): pruned ResNet-18
 // layers (29 / 57 / 114 filters, 130 / 236 / 474 rows) 1.08-1.13x faster, dense 32 x 32 ones (288 rows) 1.01x;
 // from 1152 rows on it was 1.05-1.17x slower (a tile's weights, K x 64 bytes, no longer fit the 32 KiB L1).
-constexpr int PC = 6, PV = 2;        // 6 channels x 2 pixel vectors = 12 accumulators (+2 loads, 1 broadcast)
+constexpr int PC = 6, PV = 2;        // 6 channels x 2 pixel vectors = 12 accumulators; per row 2 loads, 6 broadcasts
 constexpr int kRowChunk = 8;         // pixel vectors per parallel work item
-constexpr int kRowMaxRows = 512;
+constexpr int kRowMaxRows = 512;    // measured wins up to 474 rows, losses from 1152 (above)
 
 struct PixelTile {
   const float* w[PC];    // channel r's packed weights: row k at w[r][k * MR]
@@ -486,12 +483,12 @@ constexpr std::array<std::array<PixelRowFn, PC>, PV> kPixelRow = {
     pixel_row_row<1>(std::make_integer_sequence<int, PC>{}), pixel_row_row<2>(std::make_integer_sequence<int, PC>{})};
 
 void conv_pixel_rows(const ac_conv_shape& s, int wp, const float* xp, const int64_t* off, const float* wpack,
-                     const float* bias, const float* res, float* y, int threads, const Fill& fill) {
+                     const float* bias, const float* res, float* y, int threads, const Fill* fill) {
   const int tiles = (s.f + PC - 1) / PC, pixels = s.oh * s.ow, vectors = pixels / MR;
   const int chunks = (vectors + kRowChunk - 1) / kRowChunk;
   parallel_for(tiles * chunks, threads, [&](int item) {
     const int tile = item / chunks, v0 = (item % chunks) * kRowChunk, v1 = std::min(vectors, v0 + kRowChunk);
-    // tiles as even as they go (32 channels: 6, 5, 5, 6, 5, 5): every tile uses 5 or 6 of its 6 register rows
+    // tiles as even as they go (32 channels: 5, 5, 6, 5, 5, 6): every tile uses 5 or 6 of its 6 register rows
     const int f0 = static_cast<int>(int64_t{s.f} * tile / tiles);
     const int nc = static_cast<int>(int64_t{s.f} * (tile + 1) / tiles) - f0;
     PixelTile t{};
@@ -510,7 +507,7 @@ void conv_pixel_rows(const ac_conv_shape& s, int wp, const float* xp, const int6
       }
       kPixelRow[nv - 1][nc - 1](s.k, off, t, s.relu, pixels);
     }
-  }, &fill);
+  }, fill);
 }
 
 int check(const ac_conv_shape& s, const int64_t* rows) {
@@ -560,17 +557,17 @@ bool implicit_pays(const ac_conv_shape& s, const Implicit& im) {
 }
 
 void conv_implicit(const ac_conv_shape& s, const Implicit& im, const float* xp, const int64_t* off, const Gemm& gemm,
-                   int threads, const Fill& fill) {
+                   int threads, const Fill* fill) {
   const int chunks_f = (s.f + OC - 1) / OC;
   parallel_for(im.tiles * chunks_f, threads, [&](int item) {
     const int q0 = (item % im.tiles) * im.nt;
     gemm.tile(q0, item / im.tiles, ShiftedRows{xp + q0, off});
-  }, &fill);
+  }, fill);
 }
 
 // Every other conv: gather panels of kept rows from the padded input, then multiply.
 void conv_gathered(const ac_conv_shape& s, const float* xp, int wp, const int64_t* off, const Gemm& gemm,
-                   int threads, const Fill& fill) {
+                   int threads, const Fill* fill) {
   const int nt = gemm.nt, tiles_p = (s.oh * s.ow + nt - 1) / nt, chunks_f = (s.f + OC - 1) / OC;
   const size_t panel = static_cast<size_t>(s.k) * nt;
   if (tiles_p >= kFusedTiles) {  // enough pixel tiles to share out: each gathers its own panel, hot in cache
@@ -579,7 +576,7 @@ void conv_gathered(const ac_conv_shape& s, const float* xp, int wp, const int64_
       own.resize(panel);
       gather_panel(s, xp, wp, off, p_tile, nt, 0, s.k, own.data());
       for (int f_chunk = 0; f_chunk < chunks_f; ++f_chunk) gemm.tile(p_tile * nt, f_chunk, PanelRows{own.data(), nt});
-    }, &fill);
+    }, fill);
     return;
   }
   // few pixels (deep layers): gather every panel first, then share out channel chunks too
@@ -590,7 +587,7 @@ void conv_gathered(const ac_conv_shape& s, const float* xp, int wp, const int64_
   parallel_for(tiles_p * k_chunks, threads, [&](int item) {
     const int p_tile = item / k_chunks, k0 = (item % k_chunks) * kGatherRows;
     gather_panel(s, xp, wp, off, p_tile, nt, k0, std::min(s.k, k0 + kGatherRows), buf + p_tile * panel);
-  }, &fill);
+  }, fill);
   parallel_for(tiles_p * chunks_f, threads, [&](int item) {
     const int p_tile = item % tiles_p;
     gemm.tile(p_tile * nt, item / tiles_p, PanelRows{buf + p_tile * panel, nt});
@@ -637,18 +634,19 @@ extern "C" int ac_compact_conv2d(const ac_conv_shape* s, const float* x, const f
   for (int n = 0; n < s->n; ++n) {
     const float* xn = x + static_cast<size_t>(n) * s->c * s->h * s->w;
     const float* xp = copy ? padded.data() : xn;
-    const Fill fill{copy ? &pad : nullptr, *s, xn, used.data(), padded.data()};
+    const Fill fill{pad, *s, xn, used.data(), padded.data()};
+    const Fill* prologue = copy ? &fill : nullptr;  // unpadded convs: no copy, no barrier
     const size_t image = static_cast<size_t>(n) * s->f * pixels;
     const float* res = residual ? residual + image : nullptr;
     const Gemm gemm{*s, wpack, bias, res, y + image, nt, wq};
     if (pixel_rows) {
-      conv_pixel_rows(*s, pad.wp, xp, offsets.data(), wpack, bias, res, y + image, threads, fill);
+      conv_pixel_rows(*s, pad.wp, xp, offsets.data(), wpack, bias, res, y + image, threads, prologue);
     } else if (direct) {
-      conv_direct(*s, pad.wp, xp, offsets.data(), wpack, bias, res, y + image, threads, fill);
+      conv_direct(*s, pad.wp, xp, offsets.data(), wpack, bias, res, y + image, threads, prologue);
     } else if (implicit) {
-      conv_implicit(*s, im, xp, offsets.data(), gemm, threads, fill);
+      conv_implicit(*s, im, xp, offsets.data(), gemm, threads, prologue);
     } else {
-      conv_gathered(*s, xp, pad.wp, offsets.data(), gemm, threads, fill);
+      conv_gathered(*s, xp, pad.wp, offsets.data(), gemm, threads, prologue);
     }
   }
   return 0;

@@ -1,5 +1,6 @@
-/* Column-pruned (compact) 2-D convolution as a gather-GEMM, the native twin of
- * ac_toolchain.compact.modules.CompactConv2d.
+/* Column-pruned (compact) 2-D convolution over the kept im2col rows, the native twin of
+ * ac_toolchain.compact.modules.CompactConv2d (direct register-tiled paths on AVX2, a gather-GEMM elsewhere: see
+ * src/compact_conv.cc).
  *
  * Layout (the same as CompactConv2d):
  *   im2col rows are numbered tap-major, r = (kh * KW + kw) * C + c;
@@ -36,8 +37,8 @@ size_t ac_conv_packed_size(int f, int k);
 void ac_conv_pack_weights(int f, int k, const float* weight, float* packed);
 
 /* Returns 0, or a negative code when the shape is inconsistent (see ac_conv_error). threads <= 0: default.
- * Scratch memory (kept per calling thread for the next call): a zero-padded copy of the input, and for the
- * gather-GEMM panels of K x P floats (P = OH*OW rounded up). */
+ * Scratch memory (kept per calling thread for the next call): a zero-padded copy of the input (padded convs and
+ * the implicit GEMM), and for the gather-GEMM panels of K x P floats (P = OH*OW rounded up). */
 int ac_compact_conv2d(const ac_conv_shape* s, const float* x, const float* packed_weight, const int64_t* rows,
                       const float* bias /* may be NULL */, const float* residual /* [N, F, OH, OW] or NULL */,
                       float* y, int threads);
