@@ -101,7 +101,7 @@ def test_register_tile_edges(c, f, hw, geo, threads) -> None:
     ("c", "f", "hw", "geo"),
     [
         (4, 1, (3, 8), Geometry((3, 3), (1, 1), (1, 1))),  # one channel, 3 pixel vectors: a pair and a single
-        (12, 29, (16, 16), Geometry((3, 3), (1, 1), (1, 1))),  # 29 filters: tiles of 6, 6, 6, 6, 5
+        (12, 29, (16, 16), Geometry((3, 3), (1, 1), (1, 1))),  # 29 filters: tiles of 5, 6, 6, 6, 6
         (16, 57, (9, 16), Geometry((3, 3), (2, 1), (1, 1))),  # stride 2 down, 1 across: rows 2 input rows apart
         (8, 13, (5, 24), Geometry((3, 3), (1, 1), (2, 2), (2, 2))),  # dilated; 15 vectors: chunks of 8 and 7
     ],
@@ -162,8 +162,8 @@ def run_conv_file(cmd: list[str], tmp_path: Path, n: int, c: int, f: int, hw: tu
         arr.tofile(tmp_path / name)
     oh, ow = geo.out_size(*hw)
     dims = [n, c, *hw, f, len(rows), *geo.kernel, *geo.stride, *geo.padding, *geo.dilation, oh, ow, 1]
-    subprocess.run([*cmd, *map(str, dims), *(str(tmp_path / n) for n in files), str(tmp_path / "y")], check=True,
-                   timeout=120)  # fmt: skip
+    paths = [str(tmp_path / name) for name in files]
+    subprocess.run([*cmd, *map(str, dims), *paths, str(tmp_path / "y")], check=True, timeout=120)
     got = np.fromfile(tmp_path / "y", np.float32).reshape(n, f, oh, ow)
     np.testing.assert_allclose(got, reference(x, weight, rows, bias, geo, True), rtol=1e-4, atol=2e-4)
 
