@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -62,55 +63,87 @@ inline int round_up(int v, int m) { return (v + m - 1) / m * m; }
 
 // ---- parallel loop: OpenMP threads (standalone library) or TVM's thread pool (inside a compiled model) ----
 
-// fn(i) for every i < items, on the pool's threads, each taking one contiguous share (against handing out items one
-// by one, 2 threads: 2-8 % faster per conv in a C++ harness, the 3-channel stem 1.3x; ~1 % on a compiled ResNet-18).
-// With `pre`, every thread first runs (*pre)(part, parts) and waits for the others: the padded copy, shared out
-// inside the same launch (2 threads: filter-0.5 ResNet-18 4.53 -> 4.46 ms, filter+column 2.01 -> 1.92 ms; a second
-// launch per conv had cost more than it saved, TVM's workers sleeping between calls).
+// fn(i) for every i < items, on the pool's threads. Each thread runs its own contiguous share first (against
+// handing out items one by one from a shared counter, 2 threads: 2-8 % faster per conv in a C++ harness, the
+// 3-channel stem 1.3x), then takes what is left of the other shares: a thread that starts late (a sleeping worker
+// woke 14-18 us after the launch here) or runs slow no longer holds the launch up -- 2 threads, a filter-0.5
+// ResNet-18: the main thread's static share took 326 us per conv against its worker's 212.
+// With `pre`, the threads first share out the pieces of (*pre)(piece, pieces) -- the padded copy -- and wait until
+// every piece is done (not for every thread: a late one finds the copy finished); a second launch per conv had cost
+// more than it saved, TVM's workers sleeping between calls.
 struct NoPrologue {
   void operator()(int, int) const {}
 };
 
-#if defined(AC_PARALLEL_TVM)
 template <typename Fn, typename Pre>
-struct Job {
-  const Fn* fn;
-  const Pre* pre;
-  int items;
-  static int run(int task, TVMParallelGroupEnv* env, void* data) {
-    const auto* job = static_cast<const Job*>(data);
-    if (job->pre) {
-      (*job->pre)(task, env->num_task);
-      TVMBackendParallelBarrier(task, env);
+class Shares {
+ public:
+  Shares(const Fn& fn, const Pre* pre, int items) : fn_(fn), pre_(pre), items_(items) {}
+
+  void run(int task, int tasks) {
+    if (pre_) prologue(tasks);
+    const int shares = std::min(tasks, kMaxShares);
+    for (int j = 0; j < shares; ++j) {
+      const int share = (task + j) % shares;
+      const int begin = static_cast<int>(int64_t{items_} * share / shares);
+      const int end = static_cast<int>(int64_t{items_} * (share + 1) / shares);
+      std::atomic<int>& next = claimed_[share].next;
+      for (int i; (i = begin + next.fetch_add(1, std::memory_order_relaxed)) < end;) fn_(i);
     }
-    const int64_t n = job->items, tasks = env->num_task;
-    for (int64_t i = n * task / tasks; i < n * (task + 1) / tasks; ++i) (*job->fn)(static_cast<int>(i));
-    return 0;
   }
+
+ private:
+  static constexpr int kMaxShares = 16;  // more threads than this share the shares
+  static constexpr int kPiecesPerTask = 2;
+  struct alignas(64) Counter {
+    std::atomic<int> next{0};
+  };
+
+  void prologue(int tasks) {
+    const int pieces = kPiecesPerTask * tasks;
+    for (int p; (p = copy_next_.next.fetch_add(1, std::memory_order_relaxed)) < pieces;) {
+      (*pre_)(p, pieces);
+      copy_done_.next.fetch_add(1, std::memory_order_release);
+    }
+    while (copy_done_.next.load(std::memory_order_acquire) < pieces) pause();
+  }
+
+  static void pause() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+  }
+
+  const Fn& fn_;
+  const Pre* pre_;
+  const int items_;
+  Counter claimed_[kMaxShares];
+  Counter copy_next_, copy_done_;
 };
+
+#if defined(AC_PARALLEL_TVM)
+template <typename S>
+int run_task(int task, TVMParallelGroupEnv* env, void* data) {
+  static_cast<S*>(data)->run(task, env->num_task);
+  return 0;
+}
 #endif
 
 template <typename Fn, typename Pre = NoPrologue>
 void parallel_for(int items, int threads, const Fn& fn, const Pre* pre = nullptr) {
+  Shares<Fn, Pre> shares(fn, pre, items);
 #if defined(AC_PARALLEL_TVM)
   (void)threads;
-  const Job<Fn, Pre> job{&fn, pre, items};
-  TVMBackendParallelLaunch(&Job<Fn, Pre>::run, const_cast<Job<Fn, Pre>*>(&job), 0);
+  TVMBackendParallelLaunch(&run_task<Shares<Fn, Pre>>, &shares, 0);
 #elif defined(_OPENMP)
   const int n = threads > 0 ? threads : omp_get_max_threads();
 #pragma omp parallel num_threads(n)
-  {
-    if (pre) {
-      (*pre)(omp_get_thread_num(), omp_get_num_threads());
-#pragma omp barrier
-    }
-#pragma omp for schedule(static)
-    for (int i = 0; i < items; ++i) fn(i);
-  }
+  shares.run(omp_get_thread_num(), omp_get_num_threads());
 #else
   (void)threads;
-  if (pre) (*pre)(0, 1);
-  for (int i = 0; i < items; ++i) fn(i);
+  shares.run(0, 1);
 #endif
 }
 

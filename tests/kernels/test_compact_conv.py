@@ -117,6 +117,25 @@ def test_pixel_row_tiles(c, f, hw, geo, threads) -> None:
     np.testing.assert_allclose(got, reference(x, weight, rows, bias, geo, True, residual), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("threads", [3, 20])
+@pytest.mark.parametrize(
+    ("c", "f", "hw", "geo"),
+    [
+        (3, 32, (32, 32), Geometry((3, 3), (1, 1), (1, 1))),  # the stem: 3 channels to copy in 6 or 40 pieces
+        (64, 40, (9, 9), Geometry((3, 3), (2, 2), (1, 1))),  # few items: threads that find nothing left
+        (40, 37, (13, 13), Geometry((1, 1), (2, 2))),  # unpadded: no copy
+    ],
+    ids=["stem", "s2", "1x1-s2"],
+)
+def test_more_threads_than_cores_and_shares(c, f, hw, geo, threads) -> None:
+    """3 threads on this 2-core machine (some start late and take items from the others' shares), 20 threads (more
+    than the 16 shares: threads share one; more copy pieces than channels), the residual and ReLU, two images."""
+    x, weight, rows, bias = problem(9, 2, c, f, hw, 0.8, geo)
+    residual = np.random.default_rng(10).standard_normal((2, f, *geo.out_size(*hw))).astype(np.float32)
+    got = native.compact_conv2d(x, weight, rows, bias, geo, relu=True, threads=threads, residual=residual)
+    np.testing.assert_allclose(got, reference(x, weight, rows, bias, geo, True, residual), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize(("c", "kept"), [(24, 3), (3, 1.0), (24, 1.0)], ids=["3-of-216", "27-of-27", "216-of-216"])
 @pytest.mark.parametrize("hw", [(16, 16), (32, 32), (9, 7)], ids=str)
 def test_residual_is_added_before_relu(c, kept, hw) -> None:
