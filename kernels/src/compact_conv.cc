@@ -158,14 +158,17 @@ struct Padded {
   Padded(const ac_conv_shape& s, size_t tail)
       : hp(s.h + 2 * s.ph), wp(s.w + 2 * s.pw), plane(static_cast<size_t>(hp) * wp), size(s.c * plane + tail) {}
 
-  // off[k] of every kept row; used[c] = 1 where some kept row reads channel c. The rows ascend, so this walks the
-  // taps instead of dividing per row (1 % of a filter-pruned ResNet-18's conv time).
-  void offsets(const ac_conv_shape& s, const int64_t* rows, int64_t* off, char* used) const {
+  // off[k] of every kept row; used[c] = 1 where some kept row reads channel c; tap_start[t] the first row of tap t
+  // or later (KH * KW + 1 entries). The rows ascend, so this walks the taps instead of dividing per row (1 % of a
+  // filter-pruned ResNet-18's conv time).
+  void offsets(const ac_conv_shape& s, const int64_t* rows, int64_t* off, char* used, int* tap_start) const {
     std::fill_n(used, s.c, 0);
-    int64_t tap = 0, tap_row = 0, tap_off = 0;  // the tap of row k, its first row and its offset (i*dh*Wp + j*dw)
+    int tap = 0;
+    int64_t tap_row = 0, tap_off = 0;  // the tap of row k, its first row and its offset (i*dh*Wp + j*dw)
+    tap_start[0] = 0;
     for (int k = 0; k < s.k; ++k) {
       while (rows[k] >= tap_row + s.c) {
-        ++tap;
+        tap_start[++tap] = k;
         tap_row += s.c;
         tap_off = (tap / s.kw) * s.dh * wp + (tap % s.kw) * s.dw;
       }
@@ -173,6 +176,7 @@ struct Padded {
       off[k] = c * static_cast<int64_t>(plane) + tap_off;
       used[c] = 1;
     }
+    std::fill(tap_start + tap + 1, tap_start + s.kh * s.kw + 1, s.k);
   }
 
   // Channels [C * part / parts, C * (part + 1) / parts); the last part also zeroes the tail.
@@ -198,6 +202,25 @@ struct Fill {
   const char* used;
   float* xp;
   void operator()(int part, int parts) const { pad.fill(s, x, used, xp, part, parts); }
+};
+
+// The kept rows' offsets into the padded input and where each tap's rows start (rows are tap-major, so a kernel row
+// kh is one contiguous range of them).
+struct KeptRows {
+  const int64_t* off;
+  const int* tap_start;
+
+  // [k0, k1): the rows that a tile of output rows oy_min..oy_max reads inside the input. The kernel rows that read
+  // the zero border above (below) the input for every output row of the tile are skipped: at 8 x 8 a 3 x 3 conv's top
+  // and bottom output rows read a third of their taps from the border.
+  std::pair<int, int> inside(const ac_conv_shape& s, int oy_min, int oy_max) const {
+    const int top = s.ph - oy_max * s.sh;                // kernel row kh reads inside from kh * dh >= top on
+    const int bottom = s.h - 1 + s.ph - oy_min * s.sh;  // ... up to kh * dh <= bottom
+    const int kh0 = top > 0 ? (top + s.dh - 1) / s.dh : 0;
+    const int kh1 = bottom < 0 ? -1 : std::min(s.kh - 1, bottom / s.dh);
+    if (kh0 > kh1) return {0, 0};
+    return {tap_start[kh0 * s.kw], tap_start[(kh1 + 1) * s.kw]};
+  }
 };
 
 // A run of output pixels on one output row: n pixels from panel column q on, reading padded[off + src + i * sw].
@@ -348,8 +371,8 @@ constexpr int DP = 6, DJ = 2;  // AVX2: 6 pixels x 2 blocks = 12 accumulators (+
 // out[p][j*8 + o] = bias[j*8 + o] + sum_k w_j[k][o] * xp[off[k] + pix[p]] for P pixels and J packed blocks. All
 // K rows in one pass: blocking K to keep the weights in L1 measured 1-5 % slower (the streams prefetch well).
 template <int P, int J>
-void direct_kernel(int kc, const float* w, size_t ldw, const float* xp, const int64_t* off, const int64_t* pix,
-                   const float* bias, float* out) {
+void direct_kernel(int k0, int k1, const float* w, size_t ldw, const float* xp, const int64_t* off,
+                   const int64_t* pix, const float* bias, float* out) {
   vec8 acc[P][J];
   for (int j = 0; j < J; ++j) {
     const vec8 b = load8(bias + j * MR);
@@ -357,7 +380,7 @@ void direct_kernel(int kc, const float* w, size_t ldw, const float* xp, const in
   }
   const float* xq[P];  // one base per pixel: a broadcast is then one [base + row offset] load
   for (int p = 0; p < P; ++p) xq[p] = xp + pix[p];
-  for (int k = 0; k < kc; ++k) {
+  for (int k = k0; k < k1; ++k) {
     const int64_t o = off[k];
     const float* wk = w + static_cast<size_t>(k) * MR;
     for (int p = 0; p < P; ++p) {
@@ -370,7 +393,7 @@ void direct_kernel(int kc, const float* w, size_t ldw, const float* xp, const in
   }
 }
 
-using DirectFn = void (*)(int, const float*, size_t, const float*, const int64_t*, const int64_t*, const float*,
+using DirectFn = void (*)(int, int, const float*, size_t, const float*, const int64_t*, const int64_t*, const float*,
                           float*);
 
 template <int J, int... P>
@@ -429,7 +452,7 @@ void store_transposed(const float (*part)[DJ * MR], int nq, int nf, bool relu, c
   }
 }
 
-void conv_direct(const ac_conv_shape& s, int wp, const float* xp, const int64_t* off, const float* wpack,
+void conv_direct(const ac_conv_shape& s, int wp, const float* xp, const KeptRows& kept, const float* wpack,
                  const float* bias, const float* res, float* y, int threads, const Fill* fill) {
   const int blocks = (s.f + MR - 1) / MR, groups = (blocks + DJ - 1) / DJ, pixels = s.oh * s.ow;
   const int chunks = (pixels + kDirectChunk - 1) / kDirectChunk;
@@ -448,7 +471,9 @@ void conv_direct(const ac_conv_shape& s, int wp, const float* xp, const int64_t*
     if (bias) std::copy_n(bias + f0, nf, b);
     alignas(64) float part[kDirectChunk][DJ * MR];  // [pixel][channel]
     for (int p0 = 0; p0 < nq; p0 += DP) {
-      kernels[std::min(DP, nq - p0) - 1](s.k, w, static_cast<size_t>(s.k) * MR, xp, off, pix + p0, b, part[p0]);
+      const int np = std::min(DP, nq - p0);
+      const auto [k0, k1] = kept.inside(s, (q_begin + p0) / s.ow, (q_begin + p0 + np - 1) / s.ow);
+      kernels[np - 1](k0, k1, w, static_cast<size_t>(s.k) * MR, xp, kept.off, pix + p0, b, part[p0]);
     }
     const size_t at = static_cast<size_t>(f0) * pixels + q_begin;
     store_transposed(part, nq, nf, s.relu, res ? res + at : nullptr, y + at, pixels);
@@ -477,7 +502,7 @@ struct PixelTile {
 };
 
 template <int R, int V>
-void pixel_row_kernel(int kc, const int64_t* off, const PixelTile& t, bool relu, size_t pitch) {
+void pixel_row_kernel(int k0, int k1, const int64_t* off, const PixelTile& t, bool relu, size_t pitch) {
   vec8 acc[R][V];
   const float* w[R];
   const float* x[V];
@@ -486,7 +511,7 @@ void pixel_row_kernel(int kc, const int64_t* off, const PixelTile& t, bool relu,
     for (int v = 0; v < V; ++v) acc[r][v] = vec8{} + t.bias[r];
   }
   for (int v = 0; v < V; ++v) x[v] = t.x[v];
-  for (int k = 0; k < kc; ++k) {
+  for (int k = k0; k < k1; ++k) {
     const int64_t o = off[k];
     vec8 in[V];
     for (int v = 0; v < V; ++v) in[v] = load8(x[v] + o);
@@ -504,7 +529,7 @@ void pixel_row_kernel(int kc, const int64_t* off, const PixelTile& t, bool relu,
   }
 }
 
-using PixelRowFn = void (*)(int, const int64_t*, const PixelTile&, bool, size_t);
+using PixelRowFn = void (*)(int, int, const int64_t*, const PixelTile&, bool, size_t);
 
 template <int V, int... R>
 constexpr std::array<PixelRowFn, PC> pixel_row_row(std::integer_sequence<int, R...>) {
@@ -515,7 +540,7 @@ constexpr std::array<PixelRowFn, PC> pixel_row_row(std::integer_sequence<int, R.
 constexpr std::array<std::array<PixelRowFn, PC>, PV> kPixelRow = {
     pixel_row_row<1>(std::make_integer_sequence<int, PC>{}), pixel_row_row<2>(std::make_integer_sequence<int, PC>{})};
 
-void conv_pixel_rows(const ac_conv_shape& s, int wp, const float* xp, const int64_t* off, const float* wpack,
+void conv_pixel_rows(const ac_conv_shape& s, int wp, const float* xp, const KeptRows& kept, const float* wpack,
                      const float* bias, const float* res, float* y, int threads, const Fill* fill) {
   const int tiles = (s.f + PC - 1) / PC, pixels = s.oh * s.ow, vectors = pixels / MR;
   const int chunks = (vectors + kRowChunk - 1) / kRowChunk;
@@ -538,7 +563,8 @@ void conv_pixel_rows(const ac_conv_shape& s, int wp, const float* xp, const int6
         t.res[i] = res ? res + at : nullptr;
         t.y[i] = y + at;
       }
-      kPixelRow[nv - 1][nc - 1](s.k, off, t, s.relu, pixels);
+      const auto [k0, k1] = kept.inside(s, v * MR / s.ow, (v + nv - 1) * MR / s.ow);
+      kPixelRow[nv - 1][nc - 1](k0, k1, kept.off, t, s.relu, pixels);
     }
   }, fill);
 }
@@ -656,11 +682,14 @@ extern "C" int ac_compact_conv2d(const ac_conv_shape* s, const float* x, const f
   thread_local std::vector<float> padded;
   thread_local std::vector<int64_t> offsets;
   thread_local std::vector<char> used;
+  thread_local std::vector<int> tap_start;
   const bool copy = implicit || s->ph > 0 || s->pw > 0;  // unpadded convs read the input itself
   if (copy) padded.resize(pad.size);
   offsets.resize(s->k);
   used.resize(s->c);
-  pad.offsets(*s, rows, offsets.data(), used.data());
+  tap_start.resize(s->kh * s->kw + 1);
+  pad.offsets(*s, rows, offsets.data(), used.data(), tap_start.data());
+  const KeptRows kept{offsets.data(), tap_start.data()};
   if (implicit) std::fill(used.begin(), used.end(), 1);  // virtual pixels read past their row: keep every plane clean
   const int pixels = s->oh * s->ow;
   const int nt = implicit ? im.nt : std::min(NT, round_up(pixels, NR)), wq = implicit ? pad.wp : s->ow;
@@ -673,9 +702,9 @@ extern "C" int ac_compact_conv2d(const ac_conv_shape* s, const float* x, const f
     const float* res = residual ? residual + image : nullptr;
     const Gemm gemm{*s, wpack, bias, res, y + image, nt, wq};
     if (pixel_rows) {
-      conv_pixel_rows(*s, pad.wp, xp, offsets.data(), wpack, bias, res, y + image, threads, prologue);
+      conv_pixel_rows(*s, pad.wp, xp, kept, wpack, bias, res, y + image, threads, prologue);
     } else if (direct) {
-      conv_direct(*s, pad.wp, xp, offsets.data(), wpack, bias, res, y + image, threads, prologue);
+      conv_direct(*s, pad.wp, xp, kept, wpack, bias, res, y + image, threads, prologue);
     } else if (implicit) {
       conv_implicit(*s, im, xp, offsets.data(), gemm, threads, prologue);
     } else {
