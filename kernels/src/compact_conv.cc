@@ -1,14 +1,15 @@
 // Convolution over the kept im2col rows (see include/ac/compact_conv.h for the layout).
 //
 // Per image: copy the input once with zero borders (the channels kept rows read; convs without padding read the
-// input itself), shared out among the threads at the start of the conv's one parallel launch. Then one of three
+// input itself), in pieces the threads claim at the start of the conv's one parallel launch. Then one of three
 // paths:
 // - pixel-row (AVX2 builds, stride 1 across, output rows of whole 8-pixel vectors, at most 512 kept rows):
 //   registers hold 6 output channels x 2 vectors of 8 adjacent output pixels; per kept row two vector loads from
 //   the padded input and a broadcast weight per channel; stored straight into y (conv_pixel_rows);
 // - direct (the other convs of AVX2 builds): registers hold 6 output pixels x 16 output channels; per kept row the
 //   6 input values are broadcast straight from the padded input and multiplied with two 8-channel weight vectors,
-//   stored through an 8 x 8 transpose (conv_direct). Both keep the whole K sum in registers, gather nothing;
+//   stored through an 8 x 8 transpose (conv_direct). Both keep the whole K sum in registers, gather nothing, and
+//   skip the kernel rows that read only the zero border above or below the input (KeptRows::inside);
 // - gather-GEMM (every other build): per tile of NT output pixels, gather the kept im2col rows of those
 //   pixels into a contiguous panel [K][NT] (a copy per output row the tile touches: no bounds checks, no divisions
 //   per row; ResNet-18's convs ran 5 % (dense) to 9 % (filter 0.5) faster, one thread, than gathering from the
