@@ -136,6 +136,25 @@ def test_more_threads_than_cores_and_shares(c, f, hw, geo, threads) -> None:
     np.testing.assert_allclose(got, reference(x, weight, rows, bias, geo, True, residual), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    ("c", "f", "hw", "geo"),
+    [
+        (6, 20, (9, 13), Geometry((3, 3), (1, 1), (2, 3))),  # padding past a whole kernel row
+        (5, 11, (7, 6), Geometry((3, 3), (2, 2), (1, 2), (2, 1))),  # stride 2, dilated rows
+        (3, 9, (20, 16), Geometry((17, 3), (1, 1), (8, 1))),  # a tall kernel: rows skipped by the several
+        (4, 7, (2, 8), Geometry((3, 3), (1, 1), (1, 1))),  # two output rows: each skips a kernel row
+    ],
+    ids=["pad2", "s2-dilated", "17x3", "2-rows"],
+)
+def test_border_taps_are_skipped_exactly(c, f, hw, geo) -> None:
+    """Tiles skip the kept rows that read only the zero border above or below the input: must not change a value,
+    for paddings of more than one kernel row, dilation, stride 2 and a 17-row kernel (direct path: 9 x 13, 7 x 6;
+    pixel-row path on AVX2: 20 x 16, 2 x 8)."""
+    x, weight, rows, bias = problem(11, 2, c, f, hw, 0.7, geo)
+    got = native.compact_conv2d(x, weight, rows, bias, geo, relu=False, threads=2)
+    np.testing.assert_allclose(got, reference(x, weight, rows, bias, geo, False), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize(("c", "kept"), [(24, 3), (3, 1.0), (24, 1.0)], ids=["3-of-216", "27-of-27", "216-of-216"])
 @pytest.mark.parametrize("hw", [(16, 16), (32, 32), (9, 7)], ids=str)
 def test_residual_is_added_before_relu(c, kept, hw) -> None:
