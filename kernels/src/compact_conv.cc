@@ -369,8 +369,9 @@ inline vec8 load8(const float* p) { return *reinterpret_cast<const vec8_u*>(p); 
 
 constexpr int DP = 6, DJ = 2;  // AVX2: 6 pixels x 2 blocks = 12 accumulators (+1 broadcast) of the 16 ymm
 
-// out[p][j*8 + o] = bias[j*8 + o] + sum_k w_j[k][o] * xp[off[k] + pix[p]] for P pixels and J packed blocks. All
-// K rows in one pass: blocking K to keep the weights in L1 measured 1-5 % slower (the streams prefetch well).
+// out[p][j*8 + o] = bias[j*8 + o] + sum_k w_j[k][o] * xp[off[k] + pix[p]] for P pixels and J packed blocks, k over
+// [k0, k1) (the rows left out read only zeros for these pixels). All in one pass: blocking K to keep the weights in
+// L1 measured 1-5 % slower (the streams prefetch well).
 template <int P, int J>
 void direct_kernel(int k0, int k1, const float* w, size_t ldw, const float* xp, const int64_t* off,
                    const int64_t* pix, const float* bias, float* out) {
