@@ -88,7 +88,7 @@ class Shares {
       const int share = (task + j) % shares;
       const int begin = static_cast<int>(int64_t{items_} * share / shares);
       const int end = static_cast<int>(int64_t{items_} * (share + 1) / shares);
-      std::atomic<int>& next = claimed_[share].next;
+      std::atomic<int>& next = claimed_[share].value;
       for (int i; (i = begin + next.fetch_add(1, std::memory_order_relaxed)) < end;) fn_(i);
     }
   }
@@ -97,16 +97,16 @@ class Shares {
   static constexpr int kMaxShares = 16;  // more threads than this share the shares
   static constexpr int kPiecesPerTask = 2;
   struct alignas(64) Counter {
-    std::atomic<int> next{0};
+    std::atomic<int> value{0};
   };
 
   void prologue(int tasks) {
     const int pieces = kPiecesPerTask * tasks;
-    for (int p; (p = copy_next_.next.fetch_add(1, std::memory_order_relaxed)) < pieces;) {
+    for (int p; (p = copy_next_.value.fetch_add(1, std::memory_order_relaxed)) < pieces;) {
       (*pre_)(p, pieces);
-      copy_done_.next.fetch_add(1, std::memory_order_release);
+      copy_done_.value.fetch_add(1, std::memory_order_release);
     }
-    while (copy_done_.next.load(std::memory_order_acquire) < pieces) pause();
+    while (copy_done_.value.load(std::memory_order_acquire) < pieces) pause();
   }
 
   static void pause() {
