@@ -141,7 +141,7 @@ def test_more_threads_than_cores_and_shares(c, f, hw, geo, threads) -> None:
     [
         (6, 20, (9, 13), Geometry((3, 3), (1, 1), (2, 3))),  # padding past a whole kernel row
         (5, 11, (7, 6), Geometry((3, 3), (2, 2), (1, 2), (2, 1))),  # stride 2, dilated rows
-        (3, 9, (20, 16), Geometry((17, 3), (1, 1), (8, 1))),  # a tall kernel: rows skipped by the several
+        (3, 9, (20, 16), Geometry((17, 3), (1, 1), (8, 1))),  # a 17-row kernel: several rows skipped at top and bottom
         (4, 7, (2, 8), Geometry((3, 3), (1, 1), (1, 1))),  # two output rows: each skips a kernel row
     ],
     ids=["pad2", "s2-dilated", "17x3", "2-rows"],
