@@ -1,13 +1,17 @@
 """Params and FLOPs of a model's non-zero structure.
 
-The structure counted is what :func:`ac_toolchain.compact.compact` keeps: dependency groups that no consumer
-reads are gone (with their filters, BN entries and depthwise filters), and all-zero GEMM columns are gone.
-So ``count(masked) == count(compact(masked))`` holds by definition, and the tests check it against
-independent figures: hand-computed models and the element count of the exported ONNX initialisers.
+The structure counted is what pruning leaves once its zeros are taken away: dependency groups that no
+consumer reads are gone (with their filters, BN entries and depthwise filters), and all-zero GEMM columns are
+gone. :func:`count` traces the dependency graph, reads the zero pattern of the weights as masks and hands
+them to the project's one analytic cost, :func:`ac_toolchain.search.cost.masks_cost`; it never builds the
+compact model. The tests hold it against the compact model's own parameters and hook-counted MACs, and
+against hand-computed models.
 
 FLOPs are multiply-accumulates (MACs) of convolutions and linear layers, the convention of the pruning
 literature (dense CIFAR ResNet-18: 556 M). Params are every parameter element of the modules the forward uses.
-A model torch.fx cannot trace is counted by its non-zero parameter elements, with MACs of its non-zero weights.
+A model that already holds compact layers (``CompactConv2d``, ``GatherLinear``: the graph does not model
+them) is counted as it runs: every parameter element, MACs of every weight. A model torch.fx cannot trace is
+counted by its non-zero parameter elements, with MACs of its non-zero weights.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from torch import nn
 
 from ac_toolchain.compact.modules import CompactConv2d, GatherLinear
 from ac_toolchain.errors import ModelError
+from ac_toolchain.graph import trace
+from ac_toolchain.search.cost import called_modules, masks_cost
 
 
 def _macs(mod: nn.Module, out: torch.Tensor, nonzero_only: bool) -> int:
@@ -30,6 +36,7 @@ def _macs(mod: nn.Module, out: torch.Tensor, nonzero_only: bool) -> int:
 
 
 def _physical(model: nn.Module, example: torch.Tensor, nonzero_only: bool) -> dict[str, int]:
+    """Elements and MACs of the model as it runs (hooks on its leaf modules)."""
     macs = [0]
     used: set[nn.Module] = set()
 
@@ -53,15 +60,17 @@ def _physical(model: nn.Module, example: torch.Tensor, nonzero_only: bool) -> di
 
 def count(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     """``{"params", "flops"}`` of the non-zero structure for one example input (batch 1)."""
-    from ac_toolchain.compact import compact  # compact imports the graph, which imports nothing of ours
-
     was_training = model.training
     model.eval()
     try:
+        if any(isinstance(m, CompactConv2d | GatherLinear) for m in model.modules()):
+            return _physical(model, example, nonzero_only=False)
         try:
-            small = compact(model, example).eval()
+            graph = trace(model, example)
         except ModelError:  # torch.fx cannot trace it: element counts
             return _physical(model, example, nonzero_only=True)
-        return _physical(small, example, nonzero_only=False)
+        masks = {name: p.detach().ne(0).float() for name, p in model.named_parameters()}  # the zero pattern
+        cost = masks_cost(graph, masks, called_modules(model, example))
+        return {"params": cost.params, "flops": cost.flops}
     finally:
         model.train(was_training)

@@ -4,6 +4,7 @@ strided downsampling and flatten -> linear. Every block is a plain module, so to
 from __future__ import annotations
 
 import torch
+from hypothesis import strategies as st
 from torch import nn
 
 
@@ -121,3 +122,13 @@ def randomise_bn(model: nn.Module, seed: int) -> nn.Module:
             m.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
             m.bias.data.copy_(torch.rand(n, generator=gen) - 0.5)
     return model.eval()
+
+
+def net_specs(max_blocks: int, max_width: int) -> st.SearchStrategy[tuple[list[str], list[int], int]]:
+    """(block kinds, widths, seed) for :class:`RandomNet`: hypothesis draws the architecture."""
+    return st.builds(
+        lambda kinds, widths, seed: (kinds, widths, seed),
+        st.lists(st.sampled_from(BLOCKS), min_size=1, max_size=max_blocks),
+        st.lists(st.integers(2, max_width), min_size=max_blocks, max_size=max_blocks),
+        st.integers(0, 2**16),
+    )

@@ -1,8 +1,11 @@
-"""Counting the non-zero structure: exact numbers on hand-checked models."""
+"""Counting the non-zero structure: exact numbers on hand-checked models, without building a compact model."""
+
+import sys
 
 import torch
 from torch import nn
 
+from ac_toolchain.compact import CompactConv2d, compact
 from ac_toolchain.count import count
 
 
@@ -96,3 +99,36 @@ def test_untraceable_model_falls_back_to_nonzero_elements() -> None:
         net.fc.weight[0, :2] = 0
     got = count(net, torch.randn(1, 4))
     assert got == {"params": 15 - 2, "flops": 10}
+
+
+def test_count_does_not_build_the_compact_model(monkeypatch) -> None:
+    def refuse(*_args: object) -> None:
+        raise AssertionError("count must not compact")
+
+    for module in ("ac_toolchain", "ac_toolchain.compact", "ac_toolchain.compact.compactor"):
+        monkeypatch.setattr(sys.modules[module], "compact", refuse)
+    m = Residual()
+    _unread((m.c2, 3), (m.fc, slice(48, 64)))
+    assert count(m, torch.randn(1, 1, 8, 8))["params"] == 63 + 14 + 441 + 14 + 1120 + 10
+
+
+def test_compact_model_is_counted_as_it_runs() -> None:
+    conv = nn.Conv2d(4, 6, 3, bias=False)
+    with torch.no_grad():
+        conv.weight[:, 2] = 0  # 9 of 36 columns
+    masked, x = nn.Sequential(conv), torch.randn(1, 4, 5, 5)
+    small = compact(masked, x)
+    assert any(isinstance(mod, CompactConv2d) for mod in small.modules())
+    assert count(small, x) == count(masked, x) == {"params": 6 * 27, "flops": 6 * 27 * 9}
+
+
+def test_modules_the_forward_skips_are_not_counted() -> None:
+    class Spare(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.act, self.unused = nn.Linear(4, 3), nn.PReLU(), nn.Linear(7, 7)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.act(self.fc(x))
+
+    assert count(Spare(), torch.randn(1, 4)) == {"params": 15 + 1, "flops": 12}
