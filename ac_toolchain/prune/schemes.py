@@ -6,9 +6,11 @@ Schemes (ALGORITHM.md "Vocabulary"), per layer:
 * ``channel`` — input channels, ranked by the L2 norm of the layer's input columns ``W[:, c]``; removing one
   removes the producers' filters too (the same dependency group);
 * ``column``  — one ``(c, kh, kw)`` position of a conv across all its filters (a linear's input feature),
-  ranked by the column's L2 norm;
+  ranked by the column's L2 norm over the filters still kept; the rate applies to the columns whose input
+  channel is still there (an earlier layer's filter pruning already removed the others);
 * ``filter+column`` — filters first, then columns of what is left, each at ``1 - sqrt(1 - rate)`` so that
-  the kept fraction of the GEMM matrix is ``1 - rate``.
+  the kept fraction of the GEMM matrix is ``1 - rate``; a layer with no prunable filters (the classifier,
+  whose outputs are the model's) takes the whole rate on its columns.
 
 Kept counts are exact: a layer with n structures keeps ``max(1, round((1 - rate) * n))`` (Python's round:
 halves go to the even neighbour). One exception: channel pruning never removes every filter of a producer
@@ -17,6 +19,11 @@ layer reads more producers than it may keep channels.
 
 Filters and channels of layers coupled by a residual add or a mul form one dependency group; the first
 layer of a group in graph order sets the rate, later ones are reported as coupled.
+
+Scores are read from the model's weights, or from given tensors (``weights={layer: tensor}``): ADMM's Z-step
+projects ``W + U``, not the live weights, with this same function (:func:`project`). Keeping the k largest
+L2 norms is the exact Euclidean projection onto "at most k non-zero structures" of each layer; a group
+coupled over several layers is scored by its combined norm over all of them.
 """
 
 from __future__ import annotations
@@ -28,11 +35,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ac_toolchain.config import SCHEMES  # the one list, kept in the torch-free config module
 from ac_toolchain.errors import ConfigError, ModelError
 from ac_toolchain.graph import Graph, Position, trace, weight_of
 
 Masks = dict[str, torch.Tensor]
-SCHEMES = ("filter", "channel", "column", "filter+column")
 
 
 def kept_count(total: int, rate: float) -> int:
@@ -69,11 +76,17 @@ class LayerPlan:
 @dataclass
 class Plan:
     graph: Graph
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)  # layer -> tensor scored instead of its weight
     layers: list[LayerPlan] = field(default_factory=list)
     pruned_groups: set[int] = field(default_factory=set)
     columns: dict[str, torch.Tensor] = field(default_factory=dict)  # layer -> bool [K] kept columns
     decided: set[int] = field(default_factory=set)  # groups whose fate a layer already set
     owner: dict[int, str] = field(default_factory=dict)  # group -> the layer that set it
+
+    def weight(self, layer: str) -> torch.Tensor:
+        """The tensor a layer is scored by: the given one, else the module's weight (detached)."""
+        given = self.weights.get(layer)
+        return (given if given is not None else weight_of(self.graph.module(layer))).detach()
 
 
 def _slice_norm2(weight: torch.Tensor, p: Position) -> float:
@@ -83,11 +96,12 @@ def _slice_norm2(weight: torch.Tensor, p: Position) -> float:
     return float(part.double().square().sum())
 
 
-def group_score(graph: Graph, gid: int, kinds: tuple[str, ...], only: str | None = None) -> float:
+def group_score(plan: Plan, gid: int, kinds: tuple[str, ...], only: str | None = None) -> float:
+    """L2 norm of a group over every slice of the given kinds (all coupled layers, or only one)."""
     total = 0.0
-    for p in graph.groups[gid].positions:
+    for p in plan.graph.groups[gid].positions:
         if p.kind in kinds and (only is None or p.module == only):
-            total += _slice_norm2(weight_of(graph.module(p.module)), p)
+            total += _slice_norm2(plan.weight(p.module), p)
     return math.sqrt(total)
 
 
@@ -122,29 +136,41 @@ def _plan_groups(plan: Plan, entry: LayerPlan, candidates: list[int], score: Cal
     entry.groups_kept = len([g for g in set(candidates) if g not in plan.pruned_groups])
 
 
+def _alive(ids: list[int], n: int, pruned: set[int], repeat: int = 1) -> torch.Tensor:
+    """Bool [n]: entries whose group is not pruned (``repeat``: columns per input channel of a conv)."""
+    alive = torch.ones(n, dtype=torch.bool)
+    if len(ids) * repeat == n:
+        gone = torch.tensor([g in pruned for g in ids], dtype=torch.bool)
+        alive = ~gone.repeat_interleave(repeat)
+    return alive
+
+
 def _plan_columns(plan: Plan, entry: LayerPlan, rate: float) -> None:
+    """Keep the best ``kept_count`` of the columns whose input channel is still there (norm over kept rows)."""
     mod = plan.graph.module(entry.name)
-    w = gemm_view(weight_of(mod).detach())
+    w = gemm_view(plan.weight(entry.name))
     if isinstance(mod, nn.Conv2d) and mod.groups > 1:
         return  # grouped / depthwise convs have no shared columns; left alone (reported as 0 columns)
-    alive_rows = torch.ones(w.shape[0], dtype=torch.bool)
-    for f, gid in enumerate(plan.graph.layer_out.get(entry.name, [])):
-        alive_rows[f] = gid not in plan.pruned_groups
-    norms = w[alive_rows].double().square().sum(dim=0).sqrt()  # [K]
+    graph, pruned = plan.graph, plan.pruned_groups
+    rows = _alive(graph.layer_out.get(entry.name, []), w.shape[0], pruned)
+    ins = graph.layer_in.get(entry.name, [])
+    cols = _alive(ins, w.shape[1], pruned, repeat=w.shape[1] // max(len(ins), 1))
+    norms = w[rows].double().square().sum(dim=0).sqrt()  # [K]
+    norms[~cols] = -1.0  # never chosen over a live column
     entry.columns_total = w.shape[1]
-    keep = keep_topk(norms, kept_count(w.shape[1], rate))
+    keep = keep_topk(norms, kept_count(int(cols.sum()), rate)) & cols
     entry.columns_kept = int(keep.sum())
     plan.columns[entry.name] = keep
 
 
 def _filter(plan: Plan, e: LayerPlan, rate: float) -> None:
-    g = plan.graph
-    _plan_groups(plan, e, g.filter_groups(e.name), lambda gid: group_score(g, gid, ("out", "dw")))
+    groups = plan.graph.filter_groups(e.name)
+    _plan_groups(plan, e, groups, lambda gid: group_score(plan, gid, ("out", "dw")))
 
 
 def _channel(plan: Plan, e: LayerPlan, rate: float) -> None:
-    g = plan.graph
-    _plan_groups(plan, e, g.channel_groups(e.name), lambda gid: group_score(g, gid, ("in",), only=e.name))
+    groups = plan.graph.channel_groups(e.name)
+    _plan_groups(plan, e, groups, lambda gid: group_score(plan, gid, ("in",), only=e.name))
 
 
 def _column(plan: Plan, e: LayerPlan, rate: float) -> None:
@@ -152,6 +178,9 @@ def _column(plan: Plan, e: LayerPlan, rate: float) -> None:
 
 
 def _filter_column(plan: Plan, e: LayerPlan, rate: float) -> None:
+    if not plan.graph.filter_groups(e.name):  # e.g. the classifier: its columns take the whole rate
+        _plan_columns(plan, e, rate)
+        return
     split = 1.0 - math.sqrt(1.0 - rate)
     e.rate = split
     _filter(plan, e, split)
@@ -190,11 +219,13 @@ def prunable_layers(graph: Graph) -> list[str]:
     return graph.layers
 
 
-def plan_pruning(
-    model: nn.Module, example_inputs: torch.Tensor, rates: float | dict[str, float], scheme: str | dict[str, str]
+def plan_graph(
+    graph: Graph,
+    rates: float | dict[str, float],
+    scheme: str | dict[str, str],
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Plan:
-    """Decide, without touching the model, which groups and columns go."""
-    graph = trace(model, example_inputs)
+    """Decide, without touching the model, which groups and columns go; scores from ``weights`` if given."""
     layers = prunable_layers(graph)
     if not isinstance(rates, dict):
         _check_rate("every layer", rates)
@@ -202,7 +233,7 @@ def plan_pruning(
         _check_scheme("every layer", scheme)
     rate_of = _per_layer(rates, layers, "rates", _check_rate)
     scheme_of = _per_layer(scheme, layers, "scheme", _check_scheme)
-    plan = Plan(graph)
+    plan = Plan(graph, weights=dict(weights or {}))
     for name in layers:
         if name not in rate_of or name not in scheme_of:
             continue
@@ -210,6 +241,13 @@ def plan_pruning(
         SCHEME_RULES[entry.scheme](plan, entry, entry.rate)
         plan.layers.append(entry)
     return plan
+
+
+def plan_pruning(
+    model: nn.Module, example_inputs: torch.Tensor, rates: float | dict[str, float], scheme: str | dict[str, str]
+) -> Plan:
+    """Trace ``model``, then :func:`plan_graph` on its live weights."""
+    return plan_graph(trace(model, example_inputs), rates, scheme)
 
 
 def _zero_position(params: dict[str, nn.Parameter], p: Position, masks: Masks) -> None:
@@ -235,6 +273,18 @@ def masks_of(plan: Plan) -> Masks:
         mask = masks.setdefault(pname, torch.ones_like(params[pname], dtype=torch.float32))
         gemm_view(mask)[:, ~keep] = 0
     return masks
+
+
+def project(
+    graph: Graph, rates: float | dict[str, float], scheme: str | dict[str, str], weights: dict[str, torch.Tensor]
+) -> tuple[Masks, Plan]:
+    """The Euclidean projection of the given tensors onto the structured sets: masks and the plan.
+
+    ``weights`` maps layer names to tensors of their weights' shapes (ADMM: ``W + U``); layers not given are
+    scored by their live weights. ``Z = weights[layer] * masks[layer + ".weight"]`` is then the projection.
+    """
+    plan = plan_graph(graph, rates, scheme, weights)
+    return masks_of(plan), plan
 
 
 def apply_masks(model: nn.Module, masks: Masks) -> None:

@@ -2,11 +2,14 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from ac_toolchain.errors import ConfigError, ModelError
+from ac_toolchain.graph import trace, weight_of
 from ac_toolchain.prune import kept_count, plan_pruning, prune
-from ac_toolchain.prune.schemes import gemm_view, keep_topk
+from ac_toolchain.prune.schemes import gemm_view, keep_topk, project
 from tests.nets import RandomNet, randomise_bn
 
 X = torch.randn(1, 3, 8, 8)
@@ -105,3 +108,76 @@ def test_untraceable_model_is_a_clear_error() -> None:
 
     with pytest.raises(ModelError, match=r"torch\.fx cannot trace Branchy"):
         prune(Branchy(), X, 0.5, "filter")
+
+
+# ---- the projection on given tensors, against brute force
+
+
+class _Coupled(nn.Module):
+    """a -> b with a residual add: a's and b's filters are one dependency group each, coupled."""
+
+    def __init__(self, w: int) -> None:
+        super().__init__()
+        self.a, self.b, self.fc = nn.Conv2d(2, w, 3, padding=1), nn.Conv2d(w, w, 1), nn.Linear(w, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        return self.fc((self.b(h) + h).mean([2, 3]))
+
+
+def _best_subset(scores: list[float], k: int) -> set[int]:
+    """Brute force: the k-subset that keeps the most squared norm (= the closest point of the set)."""
+    import itertools
+
+    return set(max(itertools.combinations(range(len(scores)), k), key=lambda s: sum(scores[i] for i in s)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(width=st.integers(2, 6), rate=st.floats(0.0, 0.9), seed=st.integers(0, 10_000))
+def test_filter_projection_of_given_tensors_is_the_brute_force_optimum(width: int, rate: float, seed: int) -> None:
+    net = _Coupled(width)
+    graph = trace(net, torch.randn(1, 2, 4, 4))
+    gen = torch.Generator().manual_seed(seed)
+    given_w = {name: torch.randn(weight_of(net.get_submodule(name)).shape, generator=gen) for name in ("a", "b")}
+    masks, _ = project(graph, {"a": rate}, {"a": "filter"}, given_w)
+    # the group of filter f spans a's row f and b's row f (the add couples them): score both, squared
+    scores = [float(given_w["a"][f].square().sum() + given_w["b"][f].square().sum()) for f in range(width)]
+    rows_a, rows_b = (gemm_view(masks.get(f"{n}.weight", torch.ones_like(given_w[n]))).ne(0).any(1) for n in "ab")
+    assert set(rows_a.nonzero().flatten().tolist()) == _best_subset(scores, kept_count(width, rate))
+    assert torch.equal(rows_a, rows_b)
+
+
+@settings(max_examples=25, deadline=None)
+@given(rate=st.floats(0.0, 0.95), seed=st.integers(0, 10_000))
+def test_column_projection_of_given_tensors_is_the_brute_force_optimum(rate: float, seed: int) -> None:
+    conv = nn.Sequential(nn.Conv2d(2, 3, 2), nn.ReLU(), nn.Conv2d(3, 2, 1))  # first conv: K = 2*2*2 = 8 columns
+    graph = trace(conv, torch.randn(1, 2, 4, 4))
+    v = torch.randn(3, 2, 2, 2, generator=torch.Generator().manual_seed(seed))
+    masks, _ = project(graph, {"0": rate}, {"0": "column"}, {"0": v})
+    scores = gemm_view(v).square().sum(0).tolist()
+    kept = gemm_view(masks.get("0.weight", torch.ones_like(v))).ne(0).any(0)
+    assert set(kept.nonzero().flatten().tolist()) == _best_subset(scores, kept_count(8, rate))
+
+
+def test_projection_reads_the_given_tensors_not_the_live_weights() -> None:
+    net = _chain()
+    graph = trace(net, X)
+    flipped = {"0": -net[0].weight.detach().abs() * 0 + torch.arange(10.0)[:, None, None, None]}  # row f has norm ~ f
+    masks, _ = project(graph, {"0": 0.5}, {"0": "filter"}, flipped)
+    assert gemm_view(masks["0.weight"]).ne(0).any(1).tolist() == [False] * 5 + [True] * 5
+    assert net[0].weight.ne(0).all()  # the model was not touched
+
+
+def test_columns_follow_the_channels_an_earlier_layer_kept() -> None:
+    net = _chain()
+    plan = plan_pruning(net, X, {"0": 0.5, "3": 0.5}, {"0": "filter", "3": "column"})
+    layer3 = next(e for e in plan.layers if e.name == "3")
+    assert layer3.columns_kept == kept_count(5 * 9, 0.5)  # of the 45 columns of the 5 channels still there
+    keep = plan.columns["3"].reshape(10, 9).any(1)
+    assert not (keep & ~torch.tensor([g not in plan.pruned_groups for g in plan.graph.layer_in["3"]])).any()
+
+
+def test_classifier_takes_the_whole_filter_column_rate_on_its_columns() -> None:
+    plan = plan_pruning(_chain(), X, {"6": 0.75}, {"6": "filter+column"})
+    (fc,) = plan.layers
+    assert fc.groups_total == 0 and fc.columns_kept == kept_count(7 * 64, 0.75)
