@@ -1,7 +1,10 @@
-"""Train and evaluate loops: SGD with momentum and cosine decay, rich progress bars, optional masks.
+"""Train and evaluate loops: SGD with momentum and cosine decay, rich progress bars, training controllers.
 
-Masks (``{param_name: 0/1 tensor of the parameter's shape}``) are re-applied after every optimiser step, so
-pruned weights stay exactly zero through momentum and weight decay.
+:func:`fit` is the one training loop. What pruning adds to it comes in as *controllers*
+(:class:`Controller`): an extra loss term (ADMM's penalty), work before and after each optimiser step (masks),
+work at the end of each epoch (ADMM's Z- and U-steps) and state for the checkpoint. :class:`MaskController`
+zeroes the gradients of pruned weights before each step and the weights after it, so pruned weights stay
+exactly zero through momentum and weight decay, and their momentum buffers stay zero too.
 """
 
 from __future__ import annotations
@@ -22,6 +25,55 @@ from ac_toolchain.errors import ConfigError
 from ac_toolchain.prune.schemes import Masks, apply_masks
 
 EpochHook = Callable[[int, dict[str, Any]], None]
+
+
+class Controller:
+    """Hooks into :func:`fit`; every method is a no-op unless overridden."""
+
+    name = "controller"
+
+    def extra_loss(self, model: nn.Module) -> torch.Tensor | None:
+        return None
+
+    def before_step(self, model: nn.Module) -> None:
+        pass
+
+    def after_step(self, model: nn.Module) -> None:
+        pass
+
+    def end_epoch(self, epoch: int, model: nn.Module, loss: float) -> None:
+        pass
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class MaskController(Controller):
+    """Keeps pruned weights at zero: gradients masked before the step, weights masked after it."""
+
+    name = "masks"
+
+    def __init__(self, masks: Masks) -> None:
+        self.masks = masks
+        self._params: dict[str, nn.Parameter] = {}
+
+    def _bound(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        if not self._params:
+            self._params = dict(model.named_parameters())
+        return self._params
+
+    def before_step(self, model: nn.Module) -> None:
+        params = self._bound(model)
+        for name, mask in self.masks.items():
+            grad = params[name].grad
+            if grad is not None:
+                grad.mul_(mask.to(grad.device, grad.dtype))
+
+    def after_step(self, model: nn.Module) -> None:
+        apply_masks(model, self.masks)
 
 
 @dataclass
@@ -75,11 +127,29 @@ def _batches(loader: DataLoader[Any], max_batches: int) -> Iterable[tuple[torch.
         yield batch
 
 
+def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
+          controllers: list[Controller]) -> float:  # fmt: skip
+    """One optimiser step; returns the task loss (cross-entropy, without the controllers' terms)."""
+    task = nn.functional.cross_entropy(model(x), y)
+    loss = task
+    for c in controllers:
+        extra = c.extra_loss(model)
+        loss = loss + extra if extra is not None else loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for c in controllers:
+        c.before_step(model)
+    opt.step()
+    for c in controllers:
+        c.after_step(model)
+    return float(task.item())
+
+
 def train_one_epoch(
     model: nn.Module, loader: DataLoader[Any], opt: torch.optim.Optimizer, device: torch.device,
-    masks: Masks | None = None, max_batches: int = 0, label: str = "train",
+    controllers: list[Controller] | None = None, max_batches: int = 0, label: str = "train",
 ) -> float:  # fmt: skip
-    """One pass over loader; returns the mean loss."""
+    """One pass over loader; returns the mean task loss."""
     model.train()
     total, seen = 0.0, 0
     n = min(len(loader), max_batches) if max_batches else len(loader)
@@ -87,13 +157,8 @@ def train_one_epoch(
         task = bar.add_task(label, total=n, info="")
         for x, y in _batches(loader, max_batches):
             x, y = x.to(device), y.to(device)
-            loss = nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if masks:
-                apply_masks(model, masks)
-            total, seen = total + loss.item() * len(y), seen + len(y)
+            loss = _step(model, x, y, opt, controllers or [])
+            total, seen = total + loss * len(y), seen + len(y)
             bar.update(task, advance=1, info=f"loss {total / seen:.3f}")
     return total / max(seen, 1)
 
@@ -121,13 +186,15 @@ def make_optimizer(model: nn.Module, s: FitSettings) -> tuple[torch.optim.Optimi
 
 def fit(
     model: nn.Module, train_ds: Dataset[Any], s: FitSettings, device: torch.device, *, seed: int = 0,
-    masks: Masks | None = None, resume: dict[str, Any] | None = None, on_epoch_end: EpochHook | None = None,
-    label: str = "train",
+    masks: Masks | None = None, controllers: list[Controller] | None = None, resume: dict[str, Any] | None = None,
+    on_epoch_end: EpochHook | None = None, label: str = "train",
 ) -> list[float]:  # fmt: skip
     """Train for ``s.epochs``; ``resume`` (a checkpoint dict) continues after its epoch.
 
-    ``on_epoch_end(epoch, state)`` receives the state to checkpoint: model, optimizer and scheduler.
+    ``masks`` is shorthand for a :class:`MaskController`. ``on_epoch_end(epoch, state)`` receives the state to
+    checkpoint: model, optimizer, scheduler and each controller's state (after its ``end_epoch``).
     """
+    hooks = [*([MaskController(masks)] if masks else []), *(controllers or [])]
     model.to(device)
     opt, sched = make_optimizer(model, s)
     start = 0
@@ -135,20 +202,46 @@ def fit(
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
+        for c in hooks:
+            c.load_state(resume.get("controllers", {}).get(c.name, {}))
         start = int(resume["epoch"])
-    if masks:
-        apply_masks(model, masks)
+    for c in hooks:
+        c.after_step(model)  # masks hold from the first step on
     losses = []
     for epoch in range(start + 1, s.epochs + 1):
         loader = make_loader(train_ds, s.batch_size, shuffle=True, seed=seed + epoch)
         tag = f"{label} {epoch}/{s.epochs}"
-        losses.append(train_one_epoch(model, loader, opt, device, masks, s.max_batches, tag))
+        losses.append(train_one_epoch(model, loader, opt, device, hooks, s.max_batches, tag))
         sched.step()
+        for c in hooks:
+            c.end_epoch(epoch, model, losses[-1])
         if on_epoch_end is not None:
             state = {
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
+                "controllers": {c.name: c.state() for c in hooks},
             }
             on_epoch_end(epoch, state)
     return losses
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, loader: DataLoader[Any], device: torch.device, batches: int) -> None:
+    """Re-estimate every BatchNorm's running statistics on ``batches`` training batches (cumulative mean).
+
+    After structures are removed the stored statistics describe the old activations; a few batches fix that.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or batches <= 0:
+        return
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the batches seen
+    model.train()
+    for x, _ in _batches(loader, batches):
+        model(x.to(device))
+    for m, momentum in zip(bns, saved, strict=True):
+        m.momentum = momentum
+    model.eval()
