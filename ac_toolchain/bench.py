@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,10 @@ import torch
 from ac_toolchain import config as cfgmod
 from ac_toolchain.compile import Target, get_target
 from ac_toolchain.compile.tvm_build import TVM_ONNX, compile_onnx, sha256
+from ac_toolchain.context import build, example_input
 from ac_toolchain.errors import CheckpointError, DeviceError
 from ac_toolchain.report.render import render_markdown
+from ac_toolchain.runs import atomic_write_text, load_state_dict, safe_name
 from android_bench.bench import baseline_from, bench, check_gate, speedup_table, write_json
 from android_bench.device import BenchSettings, Device
 from android_bench.devices import check_name, get_device
@@ -82,9 +83,6 @@ def run_artifacts(run_dir: Path, target: Target) -> dict[str, Path]:
 
 
 def torch_outputs(run_dir: Path, x: torch.Tensor, num_classes: int) -> np.ndarray:
-    from ac_toolchain.compress import build
-    from ac_toolchain.runs import load_state_dict
-
     model = build(cfgmod.load(run_dir / "config.toml"), num_classes)
     load_state_dict(model, run_dir / "compressed.pt")
     with torch.no_grad():
@@ -95,8 +93,6 @@ def check_outputs(run_dir: Path, artifact: Path, device: Device) -> dict[str, An
     """Run the compressed artifact on the run's example input where it runs and compare with torch."""
     if device.name not in LOCAL_PREFIX:
         return {"status": "not checked: outputs cannot be read back from this device"}
-    from ac_toolchain.compress import example_input
-
     x = example_input(cfgmod.load(run_dir / "config.toml"))
     got = infer(artifact, [x.numpy()], LOCAL_PREFIX[device.name])[0]
     diff = float(np.abs(got - torch_outputs(run_dir, x, got.shape[-1])).max())
@@ -107,7 +103,7 @@ def check_outputs(run_dir: Path, artifact: Path, device: Device) -> dict[str, An
 
 
 def bench_json(run_dir: Path, device: str) -> Path:
-    return run_dir / "bench" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', device)}.json"
+    return run_dir / "bench" / f"{safe_name(device)}.json"
 
 
 def report_entry(run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
@@ -123,8 +119,8 @@ def update_report(run_dir: Path, result: dict[str, Any]) -> None:
         return
     report = json.loads(path.read_text())
     report.setdefault("bench", {})[result["device"]] = report_entry(run_dir, result)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    (run_dir / "report.md").write_text(render_markdown(report))
+    atomic_write_text(json.dumps(report, indent=2) + "\n", path)
+    atomic_write_text(render_markdown(report), run_dir / "report.md")
 
 
 def bench_run(

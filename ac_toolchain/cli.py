@@ -48,17 +48,33 @@ def handle_errors(fn: F) -> F:
     return wrapper
 
 
-def config_options(fn: F) -> F:
-    """One click option per config field; values left unset do not override recipe or preset."""
+def _add_options(fn: F, keys: set[str] | None, aliases: dict[str, str]) -> F:
     for section, f in reversed(cfgmod.option_fields()):
+        key = cfgmod.key_of(section, f)
+        if keys is not None and key not in keys:
+            continue
         rules = [f"one of {', '.join(f.metadata['choices'])}"] if "choices" in f.metadata else []
         default = f.default if f.default is not cfgmod.dataclasses.MISSING else f.default_factory()
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        help_text = f"{f.metadata['help']} [{cfgmod.key_of(section, f)}; default {shown!r}]"
+        help_text = f"{f.metadata['help']} [{key}; default {shown!r}]"
         help_text += f" ({rules[0]})" if rules else ""
-        fn = click.option(cfgmod.flag_of(section, f), f"opt__{section}__{f.name}", default=None,
-                          help=help_text)(fn)  # fmt: skip
+        names = [cfgmod.flag_of(section, f), *([aliases[key]] if key in aliases else [])]
+        fn = click.option(*names, f"opt__{section}__{f.name}", default=None, help=help_text)(fn)
     return fn
+
+
+def config_options(fn: F) -> F:
+    """One click option per config field; values left unset do not override recipe or preset."""
+    return _add_options(fn, None, {})
+
+
+def some_config_options(*patterns: str, aliases: dict[str, str] | None = None) -> Callable[[F], F]:
+    """Only the fields a command uses: ``"train"`` (a whole section) or ``"run.seed"`` (one key)."""
+    keys = {cfgmod.key_of(s, f) for s, f in cfgmod.option_fields() if s in patterns or cfgmod.key_of(s, f) in patterns}
+    return lambda fn: _add_options(fn, keys, aliases or {})
+
+
+TRAIN_KEYS = ("model", "data", "train", "run.device", "run.seed", "run.runs_dir")  # what dense training reads
 
 
 def overrides_from(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -92,8 +108,11 @@ def main() -> None:
 def compress(model: str | None, preset: str | None, resume: Path | None, **kwargs: Any) -> None:
     """Compress MODEL (zoo name, recipe .toml, or file.py:Builder) and report the result.
 
-    Trains (or loads with --dense) the dense model, prunes every conv's filters uniformly by L1 norm,
-    fine-tunes with masks, exports ONNX and writes report.json / report.md into a new run directory.
+    Trains (or loads with --dense) the dense model, then runs a round: ADMM pulls every layer's weights onto
+    its structured set (prune.rate / prune.scheme in every conv and linear, or --prune-rates FILE), hard
+    pruning fixes the masks, masked retraining recovers accuracy and purification removes dead and redundant
+    structure. Then the compact model is exported to ONNX, compiled with TVM for --target and benched;
+    report.json / report.md land in a new run directory. --prune-method oneshot skips ADMM (the baseline).
     """
     from ac_toolchain.compress import compress as run_compress
 
@@ -112,17 +131,20 @@ def compress(model: str | None, preset: str | None, resume: Path | None, **kwarg
 @main.command(epilog="Example:  ac train lenet5 --train-epochs 5")
 @click.argument("model")
 @click.option("--preset", help="recipe preset; default: the recipe's default_preset")
-@config_options
+@some_config_options(*TRAIN_KEYS)
 @handle_errors
 def train(model: str, preset: str | None, **kwargs: Any) -> None:
     """Train MODEL densely; writes dense.pt and report-free results into a new run directory."""
-    from ac_toolchain.compress import dense_model, measure, open_run
+    from ac_toolchain.compress import measure
+    from ac_toolchain.context import open_run
+    from ac_toolchain.runs import atomic_write_text
+    from ac_toolchain.stages import Dense, new_state, run_stages
 
     run = open_run(resolve(model, preset, kwargs))
-    with run.stage("dense"):
-        net = dense_model(run)
-    measure(run, net, "dense")
-    (run.dir / "train.json").write_text(json.dumps({**run.results, "timings": run.timings}, indent=2) + "\n")
+    state = run_stages(run, [Dense()], new_state(run))
+    results: dict[str, Any] = {}
+    measure(run, state.model, "dense", results)
+    atomic_write_text(json.dumps({**results, "timings": run.timings}, indent=2) + "\n", run.dir / "train.json")
     console.print(f"dense model: {run.dir / 'dense.pt'}")
 
 
@@ -139,7 +161,7 @@ def _config_beside(checkpoint: Path) -> cfgmod.CompressConfig:
 @handle_errors
 def eval_cmd(checkpoint: Path, data: str | None) -> None:
     """Top-1 accuracy of CHECKPOINT (a .pt in a run directory) on the test split."""
-    from ac_toolchain.compress import build, open_run
+    from ac_toolchain.context import build, open_run
     from ac_toolchain.count import count
     from ac_toolchain.runs import load_state_dict
     from ac_toolchain.train import evaluate, make_loader
@@ -155,15 +177,20 @@ def eval_cmd(checkpoint: Path, data: str | None) -> None:
                                    "accuracy": round(acc, 6), **counts}))  # fmt: skip
 
 
-def _model_and_config(model_or_checkpoint: str, kwargs: dict[str, Any]) -> tuple[Any, cfgmod.CompressConfig]:
-    """A zoo / recipe / file model (fresh weights), or a .pt checkpoint inside a run directory."""
-    from ac_toolchain.compress import build
+def _model_and_config(model_or_checkpoint: str, overrides: dict[str, Any]) -> tuple[Any, cfgmod.CompressConfig]:
+    """A zoo / recipe / file model (fresh weights), or a .pt checkpoint inside a run directory (its config,
+    with ``overrides`` — ``{"section.field": value}`` — applied)."""
+    from ac_toolchain.context import build
     from ac_toolchain.runs import load_state_dict
 
     path = Path(model_or_checkpoint)
     is_ckpt = path.suffix == ".pt"
-    overrides = overrides_from(kwargs)
-    cfg = _config_beside(path) if is_ckpt else cfgmod.resolve(model_or_checkpoint, None, overrides)[0]
+    if is_ckpt:
+        cfg = _config_beside(path)
+        cfgmod.apply_overrides(cfg, overrides, "command-line flags")
+        cfgmod.validate(cfg)
+    else:
+        cfg = cfgmod.resolve(model_or_checkpoint, None, overrides)[0]
     model = build(cfg, cfg.model.num_classes or 10)
     if is_ckpt:
         load_state_dict(model, path)
@@ -182,7 +209,7 @@ def _print_counts(title: str, rows: dict[str, dict[str, int]]) -> None:
 @main.command(name="count", epilog="Examples:\n\n  ac count resnet18\n\n  ac count resnet50 --input-shape 1,3,224,224 "
               "--model-num-classes 1000\n\n  ac count runs/lenet5-x86-20261124-101500/compressed.pt")  # fmt: skip
 @click.argument("model_or_checkpoint")
-@config_options
+@some_config_options("model")
 @handle_errors
 def count_cmd(model_or_checkpoint: str, **kwargs: Any) -> None:
     """Params and FLOPs (MACs) of a zoo model, or of a checkpoint's non-zero structure."""
@@ -190,44 +217,99 @@ def count_cmd(model_or_checkpoint: str, **kwargs: Any) -> None:
 
     from ac_toolchain.count import count
 
-    model, cfg = _model_and_config(model_or_checkpoint, kwargs)
+    model, cfg = _model_and_config(model_or_checkpoint, overrides_from(kwargs))
     shape = "x".join(map(str, cfg.model.input_shape))
     _print_counts(f"{cfg.model.arch} {shape}", {"model": count(model, torch.randn(*cfg.model.input_shape))})
 
 
+ROUND_KEYS = ("admm", "purify", "train", "data", "prune.finetune_epochs", "prune.finetune_lr")  # --method admm only
+PRUNE_ALIASES = {"prune.rate": "--rate", "prune.scheme": "--scheme", "prune.method": "--method",
+                 "prune.rates": "--rates"}  # fmt: skip
+
+
 @main.command(epilog="Examples:\n\n  ac prune resnet18 --rate 0.8 --scheme filter+column --out pruned.pt"
-              "\n\n  ac prune runs/resnet18-x86-20261124-101500/dense.pt --rate 0.5")  # fmt: skip
+              "\n\n  ac prune runs/resnet18-x86-20261124-101500/dense.pt --rate 0.5"
+              "\n\n  ac prune runs/lenet5-x86-20261124-101500/dense.pt --method admm --rate 0.9")  # fmt: skip
 @click.argument("model_or_checkpoint")
-@click.option("--rate", type=float, required=True, help="fraction of structures removed per layer, in [0, 1)")
-@click.option("--scheme", default="filter+column", show_default=True, help="filter, channel, column or filter+column")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="where to save the pruned state dict")
-@config_options
+@some_config_options("model", "prune", *ROUND_KEYS, "run.device", "run.seed", "run.runs_dir", aliases=PRUNE_ALIASES)
 @handle_errors
-def prune(model_or_checkpoint: str, rate: float, scheme: str, out: Path | None, **kwargs: Any) -> None:
-    """One-shot structured pruning (L2 norm) of every conv and linear layer; saves the masked state dict."""
+def prune(model_or_checkpoint: str, out: Path | None, **kwargs: Any) -> None:
+    """Structured pruning of every conv and linear layer (or per --rates FILE); saves the masked state dict.
+
+    --method oneshot (the default here) projects the weights at once (L2 norm, exact kept counts): no data,
+    no training. --method admm runs a whole round on a dense checkpoint inside a run directory: ADMM, hard
+    prune + masked retraining, purification (the ADMM / purify / train flags apply then), in a new run
+    directory."""
+    overrides = overrides_from(kwargs)
+    overrides.setdefault("prune.method", "oneshot")
+    if overrides["prune.method"] == "oneshot":
+        extra = sorted(k for k in overrides if k.split(".")[0] in ("admm", "purify", "train", "data")
+                       or k in ROUND_KEYS)  # fmt: skip
+        if extra:
+            raise ConfigError(f"{', '.join(extra)} apply only with --method admm (one-shot pruning does not train)")
+        return _prune_oneshot(model_or_checkpoint, out, overrides)
+    return _prune_round(model_or_checkpoint, out, overrides)
+
+
+def _prune_oneshot(model_or_checkpoint: str, out: Path | None, overrides: dict[str, Any]) -> None:
     import torch
 
+    from ac_toolchain.context import round_spec
     from ac_toolchain.count import count
-    from ac_toolchain.prune.schemes import prune_with_plan
+    from ac_toolchain.graph import trace
+    from ac_toolchain.prune.schemes import apply_masks, project
+    from ac_toolchain.prune.spec import rates_and_schemes
     from ac_toolchain.runs import atomic_save
 
-    model, cfg = _model_and_config(model_or_checkpoint, kwargs)
+    model, cfg = _model_and_config(model_or_checkpoint, overrides)
     x = torch.randn(*cfg.model.input_shape)
     before = count(model, x)
-    _, plan = prune_with_plan(model, x, rate, scheme)
-    table = Table(title=f"{scheme} at {rate}")
-    for col in ("layer", "filter groups kept", "columns kept", "coupled to"):
-        table.add_column(col)
-    for e in plan.layers:
-        groups = f"{e.groups_kept}/{e.groups_total}" if e.groups_total else "—"
-        table.add_row(e.name, groups, f"{e.columns_kept}/{e.columns_total}" if e.columns_total else "—", e.coupled_to)
-    console.print(table)
-    for reason in plan.graph.frozen_reasons.values():
-        console.print(f"kept whole: {reason}")
+    graph = trace(model, x)
+    masks, plan = project(graph, *rates_and_schemes(round_spec(cfg, graph.layers)), {})
+    apply_masks(model, masks)
+    _print_plan(plan, cfg.prune.rates or f"{cfg.prune.scheme} at {cfg.prune.rate}")
     _print_counts("structure", {"dense": before, "pruned": count(model, x)})
     if out is not None:
         atomic_save(model.state_dict(), out)
         console.print(f"pruned state dict: {out}")
+
+
+def _print_plan(plan: Any, title: str) -> None:
+    table = Table(title=title)
+    for col in ("layer", "scheme", "rate", "filter groups kept", "columns kept", "coupled to"):
+        table.add_column(col)
+    for e in plan.layers:
+        groups = f"{e.groups_kept}/{e.groups_total}" if e.groups_total else "—"
+        cols = f"{e.columns_kept}/{e.columns_total}" if e.columns_total else "—"
+        table.add_row(e.name, e.scheme, f"{e.rate:g}", groups, cols, e.coupled_to)
+    console.print(table)
+    for reason in plan.graph.frozen_reasons.values():
+        console.print(f"kept whole: {reason}")
+
+
+def _prune_round(checkpoint: str, out: Path | None, overrides: dict[str, Any]) -> None:
+    """ADMM -> hard prune + retrain -> purify on a dense checkpoint, in a new run directory."""
+    from ac_toolchain.compress import measure, round_results
+    from ac_toolchain.context import open_run
+    from ac_toolchain.runs import atomic_save, atomic_write_text
+    from ac_toolchain.stages import new_state, pruning_stages, run_stages
+
+    path = Path(checkpoint)
+    if path.suffix != ".pt":
+        raise ConfigError("--method admm prunes a trained dense checkpoint: give a .pt inside a run directory "
+                          "(`ac train MODEL` makes one)")  # fmt: skip
+    cfg = _config_beside(path)
+    cfgmod.apply_overrides(cfg, {**overrides, "model.checkpoint": str(path)}, "command-line flags")
+    run = open_run(cfgmod.validate(cfg))
+    state = run_stages(run, pruning_stages(run), new_state(run))
+    results: dict[str, Any] = round_results(state)
+    measure(run, state.model, "compressed", results)
+    atomic_save(state.model.state_dict(), run.dir / "compressed.pt")
+    atomic_write_text(json.dumps({**results, "timings": run.timings}, indent=2) + "\n", run.dir / "prune.json")
+    if out is not None:
+        atomic_save(state.model.state_dict(), out)
+    console.print(f"pruned model: {out or run.dir / 'compressed.pt'} (round record: {run.dir / 'prune.json'})")
 
 
 @main.command(epilog="Example:  ac compact runs/resnet18-x86-20261124-101500/compressed.pt --out compact.pt2")

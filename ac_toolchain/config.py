@@ -20,8 +20,9 @@ from ac_toolchain.errors import ConfigError
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "models"
 SCHEMES = ("filter", "channel", "column", "filter+column")
-SEARCH_METHODS = ("uniform",)  # "anneal" arrives with the search issue
+SEARCH_METHODS = ("uniform",)  # "anneal" arrives with the search
 OBJECTIVES = ("params", "flops")
+PRUNE_METHODS = ("admm", "oneshot")
 
 
 def _opt(default: Any, help: str, flag: str | None = None, **rules: Any) -> Any:
@@ -61,21 +62,37 @@ class TrainConfig:
 
 @dataclass
 class PruneConfig:
-    rate: float = _opt(0.5, "fraction of structures removed per layer", min=0.0, max=1.0, max_exclusive=True)
-    scheme: str = _opt("filter", "pruning scheme", choices=SCHEMES)
-    finetune_epochs: int = _opt(2, "masked fine-tuning epochs after pruning", min=0)
-    finetune_lr: float = _opt(0.01, "fine-tuning learning rate", min=0.0, min_exclusive=True)
+    method: str = _opt("admm", "how the round reaches its structured targets: admm (ADMM, then hard prune) or "
+                       "oneshot (hard prune at once)", choices=PRUNE_METHODS)  # fmt: skip
+    rate: float = _opt(0.5, "fraction of structures removed in every prunable layer (convs and linears)",
+                       min=0.0, max=1.0, max_exclusive=True)  # fmt: skip
+    scheme: str = _opt("filter", "pruning scheme of every layer", choices=SCHEMES)
+    rates: str = _opt("", 'per-layer targets, a JSON file {"layer": {"rate": R, "scheme": S}}; replaces '
+                      "prune.rate and prune.scheme", flag="--prune-rates")  # fmt: skip
+    finetune_epochs: int = _opt(2, "masked retraining epochs after hard pruning", min=0)
+    finetune_lr: float = _opt(0.01, "masked retraining learning rate", min=0.0, min_exclusive=True)
 
 
 @dataclass
 class AdmmConfig:
-    """ADMM core settings (recorded now; used once the ADMM issue lands)."""
+    """The ADMM core (prune.method = admm): iterations of W-, Z- and U-steps with a rising penalty rho."""
 
-    iterations: int = _opt(5, "ADMM iterations per round", min=1)
+    iterations: int = _opt(5, "ADMM iterations per round (Z- and U-steps)", min=1)
     epochs_per_iteration: int = _opt(1, "W-step epochs per ADMM iteration", min=1)
-    rho_init: float = _opt(1e-4, "initial penalty rho", min=0.0, min_exclusive=True)
-    rho_max: float = _opt(1e-1, "final penalty rho", min=0.0, min_exclusive=True)
-    retrain_epochs: int = _opt(2, "masked retraining epochs after hard pruning", min=0)
+    rho_init: float = _opt(1e-2, "penalty rho of the first iteration", min=0.0, min_exclusive=True)
+    rho_max: float = _opt(1.0, "penalty rho of the last iteration (geometric in between)", min=0.0,
+                          min_exclusive=True)  # fmt: skip
+    lr: float = _opt(0.01, "W-step learning rate (cosine over the ADMM epochs)", min=0.0, min_exclusive=True)
+
+
+@dataclass
+class PurifyConfig:
+    """Purification after hard pruning and retraining: dead structure (exact), then redundant structure."""
+
+    enabled: bool = _opt(True, "run purification (true / false)")
+    tolerance: float = _opt(0.3, "validation accuracy (points) redundant-structure removal may lose", min=0.0)
+    bn_batches: int = _opt(8, "training batches that re-estimate BatchNorm statistics after each removal", min=0)
+    max_steps: int = _opt(20, "removal batches tried at most", min=0)
 
 
 @dataclass
@@ -107,13 +124,14 @@ class CompressConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     admm: AdmmConfig = field(default_factory=AdmmConfig)
+    purify: PurifyConfig = field(default_factory=PurifyConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
 SECTION_TYPES: dict[str, type] = {
     "model": ModelConfig, "data": DataConfig, "train": TrainConfig, "prune": PruneConfig,
-    "admm": AdmmConfig, "search": SearchConfig, "run": RunConfig,
+    "admm": AdmmConfig, "purify": PurifyConfig, "search": SearchConfig, "run": RunConfig,
 }  # fmt: skip
 RECIPE_META_KEYS = ("description", "default_preset", "presets")
 
@@ -135,6 +153,15 @@ def key_of(section: str, f: dataclasses.Field[Any]) -> str:
 # ----------------------------------------------------------------------------------------------- values
 
 
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if isinstance(value, str) and value.strip().lower() in words:
+        return words[value.strip().lower()]
+    raise TypeError
+
+
 def _coerce(key: str, f: dataclasses.Field[Any], value: Any) -> Any:
     """Turn a TOML or CLI value into the field's type, or raise ConfigError naming the key."""
     kind = type(f.default) if f.default is not dataclasses.MISSING else tuple
@@ -142,7 +169,9 @@ def _coerce(key: str, f: dataclasses.Field[Any], value: Any) -> Any:
         if kind is tuple:
             items = value.split(",") if isinstance(value, str) else value
             return tuple(int(v) for v in items)
-        if kind is bool or (isinstance(value, bool) and kind is not str):
+        if kind is bool:
+            return _boolean(value)
+        if isinstance(value, bool) and kind is not str:
             raise TypeError
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise TypeError
@@ -170,9 +199,21 @@ def validate(cfg: CompressConfig) -> CompressConfig:
     shape = cfg.model.input_shape
     if len(shape) != 4 or shape[0] != 1 or min(shape) < 1:
         raise ConfigError(f"model.input_shape = {list(shape)} must be 1,C,H,W with positive sizes")
+    _check_search(cfg.search)
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:
         raise ConfigError("data.val_fraction + data.test_fraction must be < 1 so something is left to train")
     return cfg
+
+
+def _check_search(search: SearchConfig) -> None:
+    """The search is not here yet: any setting other than the uniform default is an error, not ignored."""
+    for f in dataclasses.fields(SearchConfig):
+        value = getattr(search, f.name)
+        if f.name != "method" and value != f.default:
+            raise ConfigError(
+                f"search.{f.name} = {value!r}: the automatic search (rounds, annealing, objectives) is not built yet; "
+                f"only the uniform spec runs today — drop the setting (default {f.default!r}) or use --prune-rates FILE"
+            )
 
 
 def apply_overrides(cfg: CompressConfig, values: dict[str, Any], origin: str) -> None:
@@ -242,7 +283,10 @@ def resolve(
                 f"unknown preset '{preset}' for {where}; presets: {', '.join(preset_names(recipe)) or 'none'}"
             )
         apply_overrides(cfg, flatten(presets[preset], f"preset '{preset}' of {path}"), f"preset '{preset}'")
-    apply_overrides(cfg, overrides or {}, "command-line flags")
+    given = overrides or {}
+    if given.get("prune.rates") and {"prune.rate", "prune.scheme"} & set(given):
+        raise ConfigError("--prune-rates FILE sets every layer's rate and scheme; drop --prune-rate / --prune-scheme")
+    apply_overrides(cfg, given, "command-line flags")
     return validate(cfg), preset
 
 

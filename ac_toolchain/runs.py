@@ -9,6 +9,7 @@ lists and dicts, never code.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import tempfile
 import time
@@ -19,12 +20,18 @@ import torch
 
 from ac_toolchain.errors import CheckpointError
 
-CHECKPOINT_RE = re.compile(r"^(?P<stage>[a-z]+)-(?P<epoch>\d+)\.pt$")
+# <stage>-<epoch>.pt; a stage name may hold digits and dashes (``admm-r2-0003.pt``: stage admm-r2, epoch 3)
+CHECKPOINT_RE = re.compile(r"^(?P<stage>[a-z][a-z0-9-]*?)-(?P<epoch>\d+)\.pt$")
+
+
+def safe_name(text: str) -> str:
+    """``text`` as a file name: every run of characters outside ``[A-Za-z0-9_.-]`` becomes one ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
 def new_run_dir(runs_dir: str | Path, model: str, target: str) -> Path:
     """``runs/<model>-<target>-<YYYYmmdd-HHMMSS>/``; a suffix keeps two runs in one second apart."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model.split(":")[0]).stem if ":" in model else model)
+    name = safe_name(Path(model.split(":")[0]).stem if ":" in model else model)
     base = Path(runs_dir) / f"{name}-{target}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = base, 1
     while path.exists():
@@ -33,13 +40,13 @@ def new_run_dir(runs_dir: str | Path, model: str, target: str) -> Path:
     return path
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to ``path`` atomically: temp file in the same folder, fsync, rename, fsync the folder."""
+def _atomic(path: Path, write: Any) -> None:
+    """``write(fh)`` into a temp file in the same folder, fsync, rename over ``path``, fsync the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -53,12 +60,27 @@ def atomic_save(obj: Any, path: Path) -> None:
         os.close(dir_fd)
 
 
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to ``path`` atomically (see :func:`_atomic`)."""
+    _atomic(path, lambda fh: torch.save(obj, fh))
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    """Write a text file atomically: readers see the old file or the whole new one."""
+    _atomic(path, lambda fh: fh.write(text.encode()))
+
+
 def safe_load(path: Path) -> Any:
     """Load a checkpoint or state dict with weights_only=True; a clear error if missing or corrupt."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused something: code or foreign objects, not weights
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read: it holds objects other than tensors, numbers and strings "
+            "(not a state dict or AutoCompress checkpoint) — point to a state dict saved with torch.save"
+        ) from None
     except Exception as exc:  # torch raises many types for truncated / foreign files
         raise CheckpointError(
             f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
@@ -69,20 +91,29 @@ def safe_load(path: Path) -> Any:
 def save_checkpoint(run_dir: Path, stage: str, epoch: int, state: dict[str, Any]) -> Path:
     """``checkpoints/<stage>-<epoch>.pt``; older checkpoints of the stage are removed once it is safe."""
     path = run_dir / "checkpoints" / f"{stage}-{epoch:04d}.pt"
+    named = CHECKPOINT_RE.match(path.name)
+    if named is None or named["stage"] != stage:
+        raise ValueError(f"stage name {stage!r} cannot be told apart from its epoch in a file name")
     atomic_save({"stage": stage, "epoch": epoch, **state}, path)
-    for old in (run_dir / "checkpoints").glob(f"{stage}-*.pt"):
+    for _, old in _checkpoints(run_dir, stage):
         if old != path:
             old.unlink()
     return path
 
 
-def latest_checkpoint(run_dir: Path, stage: str) -> dict[str, Any] | None:
-    """The newest checkpoint of a stage (highest epoch), loaded, or None."""
+def _checkpoints(run_dir: Path, stage: str) -> list[tuple[int, Path]]:
+    """(epoch, path) of the stage's own checkpoints: ``admm-*.pt`` also matches ``admm-r2-0001.pt``, skipped."""
     found = []
     for p in (run_dir / "checkpoints").glob(f"{stage}-*.pt"):
         m = CHECKPOINT_RE.match(p.name)
         if m and m["stage"] == stage:
             found.append((int(m["epoch"]), p))
+    return found
+
+
+def latest_checkpoint(run_dir: Path, stage: str) -> dict[str, Any] | None:
+    """The newest checkpoint of a stage (highest epoch), loaded, or None."""
+    found = _checkpoints(run_dir, stage)
     return safe_load(max(found)[1]) if found else None
 
 

@@ -17,10 +17,12 @@ def test_recipe_then_preset_then_flags() -> None:
     assert cfg.model.stem == "cifar"  # recipe beats the default
 
 
-def test_paper_preset_selected_explicitly() -> None:
-    cfg, preset = cfgmod.resolve("resnet18", "paper")
-    assert preset == "paper"
-    assert cfg.data.dataset == "cifar10" and cfg.train.epochs == 200
+def test_paper_preset_refuses_to_run_without_the_search() -> None:
+    """`paper` must run the paper's algorithm: its rounds need the search, which is not built yet."""
+    with pytest.raises(ConfigError, match=r"search\.rounds = 4: the automatic search .* is not built yet"):
+        cfgmod.resolve("resnet18", "paper")
+    cfg, preset = cfgmod.resolve("resnet18", "paper", {"search.rounds": 1})
+    assert preset == "paper" and cfg.data.dataset == "cifar10" and cfg.train.epochs == 200
 
 
 @pytest.mark.parametrize(
@@ -91,5 +93,5 @@ def test_every_shipped_recipe_and_preset_resolves(recipe: str) -> None:
     presets = cfgmod.preset_names(cfgmod.read_toml(cfgmod.RECIPES_DIR / f"{recipe}.toml"))
     assert {"smoke", "cpu", "paper"} <= set(presets)
     for preset in presets:
-        cfg, _ = cfgmod.resolve(recipe, preset)
+        cfg, _ = cfgmod.resolve(recipe, preset, {"search.rounds": 1} if preset == "paper" else None)
         assert cfg.model.arch == recipe

@@ -63,3 +63,22 @@ def test_state_dict_of_another_model_is_a_clear_error(tmp_path: Path) -> None:
     runs.atomic_save(torch.nn.Linear(3, 4).state_dict(), path)
     with pytest.raises(CheckpointError, match="does not match this model"):
         runs.load_state_dict(torch.nn.Linear(5, 4), path)
+
+
+def test_round_numbered_stages_keep_their_own_checkpoints(tmp_path: Path) -> None:
+    run = runs.new_run_dir(tmp_path, "m", "x86")
+    runs.save_checkpoint(run, "admm-r2", 3, {"v": 23})
+    runs.save_checkpoint(run, "admm-r1", 4, {"v": 14})
+    runs.save_checkpoint(run, "admm", 1, {"v": 1})  # its clean-up glob admm-*.pt must spare admm-r1 / admm-r2
+    runs.save_checkpoint(run, "admm-r2", 5, {"v": 25})
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["admm-0001.pt", "admm-r1-0004.pt", "admm-r2-0005.pt"]
+    assert [runs.latest_checkpoint(run, s)["v"] for s in ("admm", "admm-r1", "admm-r2")] == [1, 14, 25]  # type: ignore[index]
+
+
+def test_checkpoint_refusing_code_says_what_to_do_not_what_torch_says(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"f": os.getcwd}, path)
+    with pytest.raises(CheckpointError) as err:
+        runs.safe_load(path)
+    assert "weights_only=False" not in str(err.value) and "state dict" in str(err.value)

@@ -12,6 +12,8 @@ import torch
 from ac_toolchain import __version__
 from ac_toolchain.compile import get_target
 from ac_toolchain.config import CompressConfig, to_dict
+from ac_toolchain.report.plots import plot_admm
+from ac_toolchain.runs import atomic_write_text
 
 ARTIFACTS = ("config.toml", "dense.pt", "compressed.pt", "dense.onnx", "model.onnx", "report.json", "report.md")
 NOT_COMPILED = {"status": "not compiled"}
@@ -40,8 +42,18 @@ def build_report(
         "compressed": comp,
         "accuracy_drop_points": round(100 * (dense["accuracy"] - comp["accuracy"]), 3),
         "ratios": {k: _ratio(dense[k], comp[k]) for k in ("params", "flops")},
-        "method": {"search": cfg.search.method, "scheme": cfg.prune.scheme, "rate": cfg.prune.rate},
+        "method": {
+            "search": cfg.search.method,
+            "prune": cfg.prune.method,
+            "purify": cfg.purify.enabled,
+            "scheme": cfg.prune.scheme,
+            "rate": cfg.prune.rate,
+            "rates_file": cfg.prune.rates or None,
+        },
         "layers": results.get("layers", []),
+        "admm": results.get("admm", []),
+        "purification": _purification_totals(results.get("purification", {})),
+        "rates": results.get("rates", {}),
         "compact_max_abs_diff": results["compact_max_abs_diff"],
         "onnx_max_abs_diff": results["onnx_max_abs_diff"],
         "compile": {"target": target.name, "tvm_target": target.tvm_target, **results.get("compile", NOT_COMPILED)},
@@ -57,10 +69,47 @@ def build_report(
     }
 
 
+def _purification_totals(p: dict[str, Any]) -> dict[str, Any]:
+    """Totals of both purification parts (the per-layer counts are in ``layers``)."""
+    return {part: {k: v for k, v in body.items() if k != "layers"} for part, body in p.items()}
+
+
+def _removed(purified: dict[str, Any], part: str) -> str:
+    got = purified.get(part) or {}
+    return f"{got.get('filters', 0)} / {got.get('columns', 0)}"
+
+
 def _layer_row(x: dict[str, Any]) -> str:
     groups = f"{x['groups_kept']} / {x['groups_total']}" if x["groups_total"] else "—"
     cols = f"{x['columns_kept']} / {x['columns_total']}" if x["columns_total"] else "—"
-    return f"| {x['name']} | {x['scheme']} | {x['rate']} | {groups} | {cols} | {x['coupled_to'] or ''} |"
+    res = f"{x['residual']:.2e}" if x.get("residual") is not None else "—"
+    purified = x.get("purified", {})
+    return (f"| {x['name']} | {x['scheme']} | {x['rate']} | {groups} | {cols} | {x['coupled_to'] or ''} | {res} "
+            f"| {_removed(purified, 'dead')} | {_removed(purified, 'redundant')} |")  # fmt: skip
+
+
+def _admm_lines(r: dict[str, Any]) -> list[str]:
+    admm = r.get("admm") or []
+    if not admm:
+        return []
+    rows = [f"| {e['iteration']} | {e['rho']:.2e} | {e['loss']:.4f} | "
+            + (f"{e['val_accuracy']:.2%}" if e.get("val_accuracy") is not None else "—")
+            + f" | {e['max_residual']:.2e} |" for e in admm]  # fmt: skip
+    lines = ["## ADMM", "", "| iteration | rho | training loss | validation top-1 | largest residual ‖W−Z‖/‖W‖ |",
+             "|---:|---:|---:|---:|---:|", *rows, ""]  # fmt: skip
+    if r.get("plots", {}).get("admm"):
+        lines += [f"![ADMM residuals]({r['plots']['admm']})", ""]
+    return lines
+
+
+def _purify_lines(r: dict[str, Any]) -> list[str]:
+    p = r.get("purification") or {}
+    if not p:
+        return []
+    lines = ["## Purification", ""]
+    for part, body in p.items():
+        lines.append(f"- {part}: " + ", ".join(f"{k} {v}" for k, v in body.items() if not isinstance(v, list | dict)))
+    return [*lines, ""]
 
 
 def _bench_lines(benches: dict[str, Any]) -> list[str]:
@@ -80,7 +129,10 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines = [
         f"# AutoCompress report: {r['model']} on {r['dataset']} → {r['target']}",
         "",
-        f"Method: `{r['method']['search']}` search, `{r['method']['scheme']}` scheme, rate {r['method']['rate']}.",
+        f"Method: `{r['method']['search']}` search, `{r['method']['prune']}` pruning"
+        + (" + purification" if r["method"].get("purify") else "")
+        + (f", per-layer targets from `{r['method']['rates_file']}`" if r["method"].get("rates_file")
+           else f", `{r['method']['scheme']}` scheme at rate {r['method']['rate']} in every layer") + ".",
         "",
         "| | top-1 accuracy | params | FLOPs (MACs) |",
         "|---|---:|---:|---:|",
@@ -97,10 +149,13 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         "## Layers",
         "",
-        "| layer | scheme | rate | filter groups kept | columns kept | coupled to |",
-        "|---|---|---:|---:|---:|---|",
+        "| layer | scheme | rate | filter groups kept | columns kept | coupled to | ADMM residual "
+        "| dead filters / columns | redundant filters / columns |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|",
         *[_layer_row(x) for x in r["layers"]],
         "",
+        *_admm_lines(r),
+        *_purify_lines(r),
         *_bench_lines(r.get("bench", {})),
         "## Timings (s)",
         "",
@@ -118,6 +173,8 @@ def write_report(
     run_dir: Path, cfg: CompressConfig, dataset: str, results: dict[str, Any], timings: dict[str, float]
 ) -> dict[str, Any]:
     report = build_report(run_dir, cfg, dataset, results, timings)
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (run_dir / "report.md").write_text(render_markdown(report))
+    plot = plot_admm(report["admm"], run_dir / "plots" / "admm_residual.png")
+    report["plots"] = {"admm": str(plot.relative_to(run_dir))} if plot else {}
+    atomic_write_text(json.dumps(report, indent=2) + "\n", run_dir / "report.json")
+    atomic_write_text(render_markdown(report), run_dir / "report.md")
     return report

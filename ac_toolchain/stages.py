@@ -1,0 +1,257 @@
+"""The stage pipeline's pruning half (docs/architecture.md): dense model, then rounds of
+``ADMM -> hard prune + masked retrain -> purify``.
+
+A stage names its products in the run directory; ``done(run)`` is true when they all exist, and then
+``restore`` rebuilds the typed :class:`State` from them instead of running again. A half-done training stage
+continues from its newest checkpoint (``checkpoints/<stage>-<epoch>.pt``, stage names such as ``admm-r1``).
+Masks always come from a stage's saved products (``rounds/<r>/masks.pt``, ``purified.pt``), never from
+re-projecting weights. The uniform baseline is the same pipeline with ``prune.method = "oneshot"``: the round
+has no ADMM stage and hard-prunes the dense model at once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ac_toolchain.context import Run, build, console, round_spec, train_stage
+from ac_toolchain.graph import Graph, trace
+from ac_toolchain.prune.admm import Admm, AdmmSettings
+from ac_toolchain.prune.purify import purify_dead, purify_redundant
+from ac_toolchain.prune.schemes import Masks, apply_masks, project
+from ac_toolchain.prune.spec import Spec, rates_and_schemes, spec_to_json
+from ac_toolchain.runs import atomic_save, atomic_write_text, load_state_dict, safe_load
+from ac_toolchain.train import FitSettings, MaskController, evaluate, make_loader, recalibrate_bn
+
+
+@dataclass
+class RoundRecord:
+    """What one round did, for the report."""
+
+    round: int
+    spec: Spec
+    layers: list[dict[str, Any]] = field(default_factory=list)  # the hard-prune plan, per layer
+    admm: list[dict[str, Any]] = field(default_factory=list)  # one entry per ADMM iteration
+    purification: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class State:
+    """What flows from stage to stage."""
+
+    model: nn.Module
+    masks: Masks | None = None
+    rounds: list[RoundRecord] = field(default_factory=list)
+
+    def current(self) -> RoundRecord:
+        return self.rounds[-1]
+
+
+class Stage:
+    name = "stage"
+
+    def products(self, run: Run) -> list[Path]:
+        return []
+
+    def done(self, run: Run) -> bool:
+        paths = self.products(run)
+        return bool(paths) and all(p.is_file() for p in paths)
+
+    def run(self, run: Run, state: State) -> State:
+        raise NotImplementedError
+
+    def restore(self, run: Run, state: State) -> State:
+        return state
+
+
+def round_dir(run: Run, r: int) -> Path:
+    return run.dir / "rounds" / str(r)
+
+
+def val_accuracy(run: Run, model: nn.Module) -> float | None:
+    """Top-1 on the validation split (quiet), or None when the split is empty."""
+    if len(run.splits.val) == 0:
+        return None
+    loader = make_loader(run.splits.val, 256, shuffle=False)
+    return round(evaluate(model, loader, run.device, label=""), 6)
+
+
+def _settings(run: Run, epochs: int, lr: float) -> FitSettings:
+    t = run.cfg.train
+    return FitSettings(epochs, lr, t.batch_size, t.momentum, t.weight_decay, t.max_batches)
+
+
+class Dense(Stage):
+    """Load the dense model (``--dense``, or this run's dense.pt) or train it."""
+
+    name = "dense"
+
+    def products(self, run: Run) -> list[Path]:
+        return [run.dir / "dense.pt"]
+
+    def run(self, run: Run, state: State) -> State:
+        cfg = run.cfg
+        if cfg.model.checkpoint:  # checked before the run directory was made (context.check_model)
+            source = Path(cfg.model.checkpoint).expanduser()
+            load_state_dict(state.model, source)
+            console.print(f"dense model loaded from {source}")
+        else:
+            train_stage(run, state.model, self.name, _settings(run, cfg.train.epochs, cfg.train.lr))
+        atomic_save(state.model.state_dict(), run.dir / "dense.pt")
+        return state
+
+    def restore(self, run: Run, state: State) -> State:
+        load_state_dict(state.model, run.dir / "dense.pt")
+        console.print(f"dense model loaded from {run.dir / 'dense.pt'}")
+        return state
+
+
+class RoundStart(Stage):
+    """Write the round's spec (``rounds/<r>/rates.json``) and open its record."""
+
+    def __init__(self, r: int) -> None:
+        self.r, self.name = r, f"round {r}: targets"
+
+    def products(self, run: Run) -> list[Path]:
+        return [round_dir(run, self.r) / "rates.json"]
+
+    def run(self, run: Run, state: State) -> State:
+        spec = round_spec(run.cfg, trace(state.model.cpu(), run.example).layers)
+        state.model.to(run.device)
+        atomic_write_text(spec_to_json(spec), self.products(run)[0])
+        return self.restore(run, state)
+
+    def restore(self, run: Run, state: State) -> State:
+        from ac_toolchain.prune.spec import load_spec
+
+        state.rounds.append(RoundRecord(self.r, load_spec(self.products(run)[0])))
+        return state
+
+
+class AdmmStage(Stage):
+    """ADMM iterations on the round's spec; the model and the ADMM state land in ``rounds/<r>/admm.pt``."""
+
+    def __init__(self, r: int) -> None:
+        self.r, self.name = r, f"admm-r{r}"
+
+    def products(self, run: Run) -> list[Path]:
+        return [round_dir(run, self.r) / "admm.pt"]
+
+    def run(self, run: Run, state: State) -> State:
+        a = run.cfg.admm
+        settings = AdmmSettings(a.iterations, a.epochs_per_iteration, a.rho_init, a.rho_max)
+        model = state.model.to(run.device)
+        admm = Admm(_graph(run, model), state.current().spec, settings, lambda m: val_accuracy(run, m))
+        train_stage(run, model, self.name, _settings(run, a.iterations * a.epochs_per_iteration, a.lr), [admm])
+        atomic_save({"model": model.state_dict(), "admm": admm.state()}, self.products(run)[0])
+        return self.restore(run, state)
+
+    def restore(self, run: Run, state: State) -> State:
+        saved = safe_load(self.products(run)[0])
+        state.model.load_state_dict(saved["model"])
+        state.current().admm = list(saved["admm"]["log"])
+        return state
+
+
+def _graph(run: Run, model: nn.Module) -> Graph:
+    """The dependency graph of the (device-resident) model, traced on a CPU copy of the example."""
+    return trace(model, run.example.to(next(model.parameters()).device))
+
+
+class Retrain(Stage):
+    """Hard prune ``W <- Pi_S(W)``, save the masks, retrain with them fixed."""
+
+    def __init__(self, r: int) -> None:
+        self.r, self.name = r, f"retrain-r{r}"
+
+    def products(self, run: Run) -> list[Path]:
+        return [round_dir(run, self.r) / "masks.pt", round_dir(run, self.r) / "retrained.pt"]
+
+    def run(self, run: Run, state: State) -> State:
+        masks_file = self.products(run)[0]
+        model = state.model.to(run.device)
+        if not masks_file.is_file():
+            rates, schemes = rates_and_schemes(state.current().spec)
+            masks, plan = project(_graph(run, model), rates, schemes, {})
+            atomic_save({"masks": masks, "layers": [vars(e) for e in plan.layers]}, masks_file)
+        masks = safe_load(masks_file)["masks"]
+        apply_masks(model, masks)
+        p = run.cfg.prune
+        train_stage(run, model, self.name, _settings(run, p.finetune_epochs, p.finetune_lr), [MaskController(masks)])
+        atomic_save(model.state_dict(), self.products(run)[1])
+        return self.restore(run, state)
+
+    def restore(self, run: Run, state: State) -> State:
+        saved = safe_load(self.products(run)[0])
+        state.model.load_state_dict(safe_load(self.products(run)[1]))
+        state.masks, state.current().layers = saved["masks"], list(saved["layers"])
+        return state
+
+
+class Purify(Stage):
+    """Dead structure (exact), then redundant structure within ``purify.tolerance`` points."""
+
+    def __init__(self, r: int) -> None:
+        self.r, self.name = r, f"purify-r{r}"
+
+    def products(self, run: Run) -> list[Path]:
+        return [round_dir(run, self.r) / "purified.pt", round_dir(run, self.r) / "purified.json"]
+
+    def run(self, run: Run, state: State) -> State:
+        p = run.cfg.purify
+        model = state.model.to(run.device)
+        graph = _graph(run, model)
+        masks, dead = purify_dead(graph, state.masks or {})
+        apply_masks(model, masks)
+        loader = make_loader(run.splits.train, run.cfg.train.batch_size, shuffle=True, seed=run.cfg.run.seed)
+
+        def recalibrate(m: nn.Module) -> None:
+            recalibrate_bn(m, loader, run.device, p.bn_batches)
+
+        def score(m: nn.Module) -> float:
+            acc = val_accuracy(run, m)
+            return 0.0 if acc is None else acc
+
+        masks, redundant = purify_redundant(model, graph, masks, score, recalibrate, p.tolerance,
+                                            max_steps=p.max_steps)  # fmt: skip
+        summary = {"dead": dead.to_dict(), "redundant": redundant.to_dict()}
+        atomic_save({"model": model.state_dict(), "masks": masks}, self.products(run)[0])
+        atomic_write_text(json.dumps(summary, indent=2) + "\n", self.products(run)[1])
+        return self.restore(run, state)
+
+    def restore(self, run: Run, state: State) -> State:
+        saved = safe_load(self.products(run)[0])
+        state.model.load_state_dict(saved["model"])
+        state.masks = saved["masks"]
+        state.current().purification = json.loads(self.products(run)[1].read_text())
+        return state
+
+
+def pruning_stages(run: Run) -> list[Stage]:
+    """Dense, then each round's stages, as the config asks."""
+    stages: list[Stage] = [Dense()]
+    for r in range(1, run.cfg.search.rounds + 1):
+        stages.append(RoundStart(r))
+        if run.cfg.prune.method == "admm":
+            stages.append(AdmmStage(r))
+        stages.append(Retrain(r))
+        if run.cfg.purify.enabled:
+            stages.append(Purify(r))
+    return stages
+
+
+def run_stages(run: Run, stages: list[Stage], state: State) -> State:
+    """Run each stage, or restore it from its products when it is done (resume)."""
+    for stage in stages:
+        with run.stage(stage.name):
+            state = stage.restore(run, state) if stage.done(run) else stage.run(run, state)
+            state.model.to(run.device)
+    return state
+
+
+def new_state(run: Run) -> State:
+    return State(build(run.cfg, run.splits.num_classes).to(run.device))
