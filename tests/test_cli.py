@@ -92,10 +92,20 @@ def _only_run(runs_dir: Path) -> Path:
     return run
 
 
-def test_smoke_chain_writes_a_complete_report(tmp_path: Path) -> None:
-    result = _ac("compress", "lenet5", "--preset", "smoke", "--target", "arm64", "--runs-dir", str(tmp_path))
+SMOKE = ["compress", "lenet5", "--preset", "smoke", "--admm-iterations", "6", "--target", "arm64"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted smoke chain, shared: the report test reads it, the SIGKILL test compares against it."""
+    runs = tmp_path_factory.mktemp("smoke")
+    result = _ac(*SMOKE, "--runs-dir", str(runs))
     assert result.exit_code == 0, result.output
-    run = _only_run(tmp_path)
+    return _only_run(runs)
+
+
+def test_smoke_chain_writes_a_complete_report(smoke_run: Path) -> None:
+    run = smoke_run
     report = json.loads((run / "report.json").read_text())
     assert {
         "model",
@@ -122,7 +132,7 @@ def test_smoke_chain_writes_a_complete_report(tmp_path: Path) -> None:
         ("fc2", 42, 84),
         ("fc3", 0, 0),
     ]  # fmt: skip  (every conv and linear at the one rate; the classifier's outputs are the model's)
-    assert [e["iteration"] for e in report["admm"]] == [1, 2] and all(e["residual"] for e in report["admm"])
+    assert [e["iteration"] for e in report["admm"]] == [1, 2, 3, 4, 5, 6] and all(e["residual"] for e in report["admm"])
     assert report["method"]["prune"] == "admm" and {"dead", "redundant"} <= set(report["purification"])
     assert all(x["residual"] is not None and set(x["purified"]) == {"dead", "redundant"} for x in report["layers"])
     assert (run / report["plots"]["admm"]).is_file() and "![ADMM residuals]" in (run / "report.md").read_text()
@@ -162,12 +172,10 @@ def _kill_when(proc: subprocess.Popen[bytes], runs_dir: Path, pattern: str, time
     raise AssertionError(f"{pattern} never appeared (exit code {proc.poll()})")
 
 
-def test_sigkill_mid_admm_then_resume_ends_where_an_uninterrupted_run_ends(tmp_path: Path) -> None:
-    args = ["compress", "lenet5", "--preset", "smoke", "--admm-iterations", "6", "--target", "x86", "--bench", "none"]
-    assert _ac(*args, "--runs-dir", str(tmp_path / "whole")).exit_code == 0
-    whole = _only_run(tmp_path / "whole")
+def test_sigkill_mid_admm_then_resume_ends_where_an_uninterrupted_run_ends(smoke_run: Path, tmp_path: Path) -> None:
+    whole = smoke_run  # the same command, never interrupted
     ac = [sys.executable, "-m", "ac_toolchain.cli"]
-    proc = subprocess.Popen([*ac, *args, "--runs-dir", str(tmp_path / "cut")], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([*ac, *SMOKE, "--runs-dir", str(tmp_path / "cut")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     run = _kill_when(proc, tmp_path / "cut", "checkpoints/admm-r1-0002.pt")
     assert not (run / "rounds" / "1" / "admm.pt").exists()  # killed inside the ADMM stage
@@ -227,6 +235,7 @@ def test_user_model_file_runs_the_chain(tmp_path: Path) -> None:
     result = _ac(
         "compress", f"{src}:Net", "--input-shape", "1,1,28,28", "--train-epochs", "1", "--train-max-batches", "20",
         "--prune-finetune-epochs", "1", "--prune-scheme", "filter+column", "--prune-rate", "0.6",
+        "--prune-method", "oneshot",  # the user-model path, not ADMM (the smoke chain covers that)
         "--runs-dir", str(tmp_path / "runs"),
     )  # fmt: skip
     assert result.exit_code == 0, result.output

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 
 def plot_admm(admm: list[dict[str, Any]], out: Path) -> Path | None:
@@ -22,6 +23,7 @@ def plot_admm(admm: list[dict[str, Any]], out: Path) -> Path | None:
     ax.plot(its, [e["max_residual"] for e in admm], color="#a33", lw=2, label="largest layer residual")
     ax.set_yscale("log")
     ax.set_xlabel("ADMM iteration")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("||W - Z|| / ||W|| per layer")
     rho = ax.twinx()
     rho.plot(its, [e["rho"] for e in admm], "k--", lw=1, label="rho")

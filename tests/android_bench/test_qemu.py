@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from ac_toolchain.bench import torch_outputs
 from ac_toolchain.cli import main
-from ac_toolchain.compress import build, example_input
+from ac_toolchain.context import build, example_input
 from ac_toolchain.config import load
 from ac_toolchain.export import export_onnx
 from ac_toolchain.runs import load_state_dict
