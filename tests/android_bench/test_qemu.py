@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from ac_toolchain.bench import torch_outputs
 from ac_toolchain.cli import main
-from ac_toolchain.context import build, example_input
 from ac_toolchain.config import load
+from ac_toolchain.context import build, example_input
 from ac_toolchain.export import export_onnx
 from ac_toolchain.runs import load_state_dict
 from android_bench.device import BenchSettings
