@@ -1,6 +1,6 @@
 """Run directories, atomic checkpoints and resume.
 
-A run directory holds everything one run makes (see DESIGN.md). Checkpoints are written to a temporary file
+A run directory holds everything one run makes (see docs/architecture.md). Checkpoints are written to a temporary file
 in the same folder, fsynced, then renamed, so a crash leaves either the old file or the new one, never half
 of one. Everything is loaded with ``weights_only=True``: a checkpoint can hold tensors, numbers, strings,
 lists and dicts, never code.

@@ -1,4 +1,4 @@
-"""The one interface every bench device implements (DESIGN.md "Bench devices").
+"""The one interface every bench device implements (android_bench/README.md).
 
 An *artifact* is a directory holding `runner` (the static C++ runner with the model linked in) and
 `manifest.json` (written by `ac compile`). Every device runs the same command line in that directory::

@@ -1,7 +1,8 @@
 """Route convolutions of a relax module to the C++ compact-conv kernel of ``kernels/``.
 
 TVM 0.27's default CPU pipeline schedules nothing, so its convolutions are ~70x slower than onnxruntime
-(TOOLCHAIN-NOTES). Every ``conv2d`` with constant weights, ``groups == 1`` and NCHW layout, together with a
+(README.md, "How CPU builds get fast"). Every ``conv2d`` with constant weights, ``groups == 1`` and NCHW
+layout, together with a
 following per-channel bias ``add``, residual ``add`` (a ResNet block's shortcut: any tensor of the output's
 shape) and ``relu`` when present, becomes
 ``R.call_dps_packed("ac_compact_conv2d", x, packed_weight, rows, bias, geometry)`` (``ac_compact_conv2d_add``

@@ -1,4 +1,4 @@
-"""Compile targets: one registry entry each (DESIGN.md "Targets")."""
+"""Compile targets: one registry entry each (README.md, "Targets")."""
 
 from __future__ import annotations
 

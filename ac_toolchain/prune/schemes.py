@@ -1,6 +1,6 @@
 """Structured pruning schemes: importance, the "keep the k best" projection, and masks.
 
-Schemes (ALGORITHM.md "Vocabulary"), per layer:
+Schemes (docs/algorithm.md, "Vocabulary"), per layer:
 
 * ``filter``  — output channels, ranked by the L2 norm of every filter row in their dependency group;
 * ``channel`` — input channels, ranked by the L2 norm of the layer's input columns ``W[:, c]``; removing one
