@@ -150,7 +150,7 @@ def compress(
     results.update(round_results(state))
     with run.stage("evaluate compressed"):
         measure(run, state.model, "compressed", results)
-    net = state.model
+    net = state.model  # the final masked model
     with run.stage("export onnx"):
         export_stage(run, net, results)
     with run.stage(f"compile {cfg.run.target}"):

@@ -1,9 +1,10 @@
 """The run context every command shares: config, run directory, device, data, the model builder.
 
 Both the compress pipeline (compress.py) and ``ac bench`` (bench.py) use it; neither imports the other for it.
-:func:`check_before_run` validates everything that can be validated before a run directory exists and before
-any training: the model name and its builder, that torch.fx can trace it and torch.export can export it,
-the data spec, a ``--dense`` checkpoint and a rates file.
+:func:`open_run` validates everything that can be validated before a run directory exists and before any
+training (:func:`check_model`, :func:`load_splits`, the callers' checks): the model name and its builder,
+that torch.fx can trace it and torch.export can export it, the data spec, a ``--dense`` checkpoint and a
+rates file.
 """
 
 from __future__ import annotations

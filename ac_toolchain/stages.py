@@ -23,7 +23,7 @@ from ac_toolchain.graph import Graph, trace
 from ac_toolchain.prune.admm import Admm, AdmmSettings
 from ac_toolchain.prune.purify import purify_dead, purify_redundant
 from ac_toolchain.prune.schemes import Masks, apply_masks, project
-from ac_toolchain.prune.spec import Spec, rates_and_schemes, spec_to_json
+from ac_toolchain.prune.spec import Spec, load_spec, rates_and_schemes, spec_to_json
 from ac_toolchain.runs import atomic_save, atomic_write_text, load_state_dict, safe_load
 from ac_toolchain.train import FitSettings, MaskController, evaluate, make_loader, recalibrate_bn
 
@@ -110,36 +110,38 @@ class Dense(Stage):
         return state
 
 
-class RoundStart(Stage):
-    """Write the round's spec (``rounds/<r>/rates.json``) and open its record."""
+class RoundStage(Stage):
+    """A stage of round ``r``: named by ``title`` (``{r}`` filled in), products ``files`` in ``rounds/<r>/``."""
+
+    title = "stage-r{r}"
+    files: tuple[str, ...] = ()
 
     def __init__(self, r: int) -> None:
-        self.r, self.name = r, f"round {r}: targets"
+        self.r, self.name = r, self.title.format(r=r)
 
     def products(self, run: Run) -> list[Path]:
-        return [round_dir(run, self.r) / "rates.json"]
+        return [round_dir(run, self.r) / name for name in self.files]
+
+
+class RoundStart(RoundStage):
+    """Write the round's spec (``rounds/<r>/rates.json``) and open its record."""
+
+    title, files = "round {r}: targets", ("rates.json",)
 
     def run(self, run: Run, state: State) -> State:
-        spec = round_spec(run.cfg, trace(state.model.cpu(), run.example).layers)
-        state.model.to(run.device)
+        spec = round_spec(run.cfg, _graph(run, state.model).layers)
         atomic_write_text(spec_to_json(spec), self.products(run)[0])
         return self.restore(run, state)
 
     def restore(self, run: Run, state: State) -> State:
-        from ac_toolchain.prune.spec import load_spec
-
         state.rounds.append(RoundRecord(self.r, load_spec(self.products(run)[0])))
         return state
 
 
-class AdmmStage(Stage):
+class AdmmStage(RoundStage):
     """ADMM iterations on the round's spec; the model and the ADMM state land in ``rounds/<r>/admm.pt``."""
 
-    def __init__(self, r: int) -> None:
-        self.r, self.name = r, f"admm-r{r}"
-
-    def products(self, run: Run) -> list[Path]:
-        return [round_dir(run, self.r) / "admm.pt"]
+    title, files = "admm-r{r}", ("admm.pt",)
 
     def run(self, run: Run, state: State) -> State:
         a = run.cfg.admm
@@ -158,18 +160,14 @@ class AdmmStage(Stage):
 
 
 def _graph(run: Run, model: nn.Module) -> Graph:
-    """The dependency graph of the (device-resident) model, traced on a CPU copy of the example."""
+    """The dependency graph of the model, traced with the run's example on the model's device."""
     return trace(model, run.example.to(next(model.parameters()).device))
 
 
-class Retrain(Stage):
+class Retrain(RoundStage):
     """Hard prune ``W <- Pi_S(W)``, save the masks, retrain with them fixed."""
 
-    def __init__(self, r: int) -> None:
-        self.r, self.name = r, f"retrain-r{r}"
-
-    def products(self, run: Run) -> list[Path]:
-        return [round_dir(run, self.r) / "masks.pt", round_dir(run, self.r) / "retrained.pt"]
+    title, files = "retrain-r{r}", ("masks.pt", "retrained.pt")
 
     def run(self, run: Run, state: State) -> State:
         masks_file = self.products(run)[0]
@@ -192,14 +190,10 @@ class Retrain(Stage):
         return state
 
 
-class Purify(Stage):
+class Purify(RoundStage):
     """Dead structure (exact), then redundant structure within ``purify.tolerance`` points."""
 
-    def __init__(self, r: int) -> None:
-        self.r, self.name = r, f"purify-r{r}"
-
-    def products(self, run: Run) -> list[Path]:
-        return [round_dir(run, self.r) / "purified.pt", round_dir(run, self.r) / "purified.json"]
+    title, files = "purify-r{r}", ("purified.pt", "purified.json")
 
     def run(self, run: Run, state: State) -> State:
         p = run.cfg.purify

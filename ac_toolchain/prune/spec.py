@@ -1,8 +1,9 @@
 """Per-layer pruning targets: ``{"layer": {"rate": r, "scheme": s}, ...}``.
 
-This is the format of ``--prune-rates FILE`` and of each round's ``rates.json``; the search writes it too. A
-single rate and scheme (``prune.rate`` / ``prune.scheme``) expand to the same spec over every prunable layer,
-convs and linears alike (the classifier loses only input columns: its outputs are the model's).
+This is the format of ``--prune-rates FILE`` and of each round's ``rates.json``; the search writes it too (a
+layer without ``"scheme"`` gets ``filter+column``). A single rate and scheme (``prune.rate`` /
+``prune.scheme``) expand to the same spec over every prunable layer, convs and linears alike (the classifier
+loses only input columns: its outputs are the model's).
 """
 
 from __future__ import annotations
