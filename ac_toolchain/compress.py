@@ -42,7 +42,7 @@ def _check_target(cfg: CompressConfig) -> None:
     device_for(cfg.run.target, cfg.run.bench)
 
 
-COMPRESS_CHECKS = (_check_target,)
+COMPRESS_CHECKS = (_check_target, cfgmod.check_search)
 
 
 def measure(run: Run, model: nn.Module, key: str, results: Results) -> None:
@@ -121,7 +121,8 @@ def round_results(state: State) -> dict[str, Any]:
     layers = [{**x, "residual": last.get(x["name"]),
                "purified": {"dead": dead.get(x["name"], {}), "redundant": redundant.get(x["name"], {})}}
               for x in record.layers]  # fmt: skip
-    return {"layers": layers, "admm": record.admm, "purification": record.purification, "rates": {
+    return {"layers": layers, "admm": record.admm, "purification": record.purification,
+            "search": [r.search for r in state.rounds if r.search], "rates": {
         k: {"rate": v.rate, "scheme": v.scheme} for k, v in record.spec.items()}}  # fmt: skip
 
 

@@ -20,8 +20,9 @@ from ac_toolchain.errors import ConfigError
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "models"
 SCHEMES = ("filter", "channel", "column", "filter+column")
-SEARCH_METHODS = ("uniform",)  # "anneal" arrives with the search
-OBJECTIVES = ("params", "flops")
+SEARCH_METHODS = ("anneal", "uniform")
+TARGET_KEYS = {"search.params_x": "params", "search.flops_x": "flops"}  # reduction target -> its objective
+ENERGIES = ("points", "fraction")
 PRUNE_METHODS = ("admm", "oneshot")
 
 
@@ -97,12 +98,26 @@ class PurifyConfig:
 
 @dataclass
 class SearchConfig:
-    method: str = _opt("uniform", "how per-layer rates are chosen", flag="--search", choices=SEARCH_METHODS)
-    objective: str = _opt("params", "what the overall target reduces", choices=OBJECTIVES)
-    rounds: int = _opt(1, "compression rounds", min=1)
-    t0: float = _opt(100.0, "initial annealing temperature", min=0.0, min_exclusive=True)
-    t_stop: float = _opt(1.0, "final annealing temperature", min=0.0, min_exclusive=True)
-    cooling: float = _opt(0.9, "geometric cooling factor", min=0.0, max=1.0, min_exclusive=True, max_exclusive=True)
+    """Per-layer rates and schemes: simulated annealing (docs/algorithm.md, "Search") or one uniform rate."""
+
+    method: str = _opt("anneal", "how per-layer rates are chosen: anneal (simulated annealing on a proxy) or "
+                       "uniform (one rate everywhere)", flag="--search", choices=SEARCH_METHODS)  # fmt: skip
+    params_x: float = _opt(0.0, "final params reduction (dense / compressed, analytic, before purification); "
+                           "0: none", flag="--params-x", min=0.0)  # fmt: skip
+    flops_x: float = _opt(0.0, "final FLOPs (MACs) reduction; 0: none", flag="--flops-x", min=0.0)
+    rounds: int = _opt(1, "compression rounds; round r targets reduction^(r/rounds)", flag="--search-rounds", min=1)
+    proposals: int = _opt(0, "proposals per round at most (0: until t_stop)", flag="--search-proposals", min=0)
+    time_budget: float = _opt(0.0, "seconds of search per round at most (0: none; cuts the same-seed replay "
+                              "short where it binds)", flag="--search-time-budget", min=0.0)  # fmt: skip
+    t0: float = _opt(10.0, "initial temperature, in accuracy points", min=0.0, min_exclusive=True)
+    t_stop: float = _opt(0.1, "final temperature", min=0.0, min_exclusive=True)
+    cooling: float = _opt(0.9, "geometric cooling factor per proposal", min=0.0, max=1.0, min_exclusive=True,
+                          max_exclusive=True)  # fmt: skip
+    scheme_moves: bool = _opt(True, "proposals may change one layer's scheme (filter / column / filter+column)")
+    energy: str = _opt("points", "unit of the energy difference: points (ours) or fraction (NNI's 0-1, for the "
+                       "ablation)", choices=ENERGIES)  # fmt: skip
+    bn_batches: int = _opt(4, "training batches that re-estimate BatchNorm statistics per proposal", min=0)
+    val_images: int = _opt(0, "validation images each proposal is scored on (0: the whole split)", min=0)
 
 
 @dataclass
@@ -199,21 +214,40 @@ def validate(cfg: CompressConfig) -> CompressConfig:
     shape = cfg.model.input_shape
     if len(shape) != 4 or shape[0] != 1 or min(shape) < 1:
         raise ConfigError(f"model.input_shape = {list(shape)} must be 1,C,H,W with positive sizes")
-    _check_search(cfg.search)
+    _check_targets(cfg)
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:
         raise ConfigError("data.val_fraction + data.test_fraction must be < 1 so something is left to train")
     return cfg
 
 
-def _check_search(search: SearchConfig) -> None:
-    """The search is not here yet: any setting other than the uniform default is an error, not ignored."""
-    for f in dataclasses.fields(SearchConfig):
-        value = getattr(search, f.name)
-        if f.name != "method" and value != f.default:
-            raise ConfigError(
-                f"search.{f.name} = {value!r}: the automatic search (rounds, annealing, objectives) is not built yet; "
-                f"only the uniform spec runs today — drop the setting (default {f.default!r}) or use --prune-rates FILE"
-            )
+def targets(search: SearchConfig) -> dict[str, float]:
+    """The reduction targets set (> 0), by objective: ``{"params": 50.0}``."""
+    return {obj: getattr(search, key.split(".")[1]) for key, obj in TARGET_KEYS.items()
+            if getattr(search, key.split(".")[1]) > 0}  # fmt: skip
+
+
+def _target_flags() -> str:
+    return ", ".join(f"--{k.split('.')[1].replace('_', '-')} N" for k in TARGET_KEYS)
+
+
+def _check_targets(cfg: CompressConfig) -> None:
+    """At most one reduction target, each >= 1."""
+    given = targets(cfg.search)
+    if len(given) > 1:
+        raise ConfigError(f"set one reduction target, not {len(given)} ({_target_flags()}; the others 0)")
+    for obj, x in given.items():
+        if x < 1.0:
+            raise ConfigError(f"search.{obj}_x = {x}: a reduction is >= 1 (dense / compressed)")
+
+
+def check_search(cfg: CompressConfig) -> None:
+    """What ``ac compress`` needs of the search settings: the search needs a target and chooses the rates."""
+    if cfg.search.method == "anneal" and not targets(cfg.search):
+        raise ConfigError(f"--search anneal needs a reduction target ({_target_flags()}); or --search uniform with "
+                          "--prune-rate R / --prune-rates FILE")  # fmt: skip
+    if cfg.search.method == "anneal" and cfg.prune.rates:
+        raise ConfigError("--prune-rates FILE fixes every layer's rate; the search chooses them itself: add "
+                          "--search uniform to use the file")  # fmt: skip
 
 
 def apply_overrides(cfg: CompressConfig, values: dict[str, Any], origin: str) -> None:
@@ -286,8 +320,22 @@ def resolve(
     given = overrides or {}
     if given.get("prune.rates") and {"prune.rate", "prune.scheme"} & set(given):
         raise ConfigError("--prune-rates FILE sets every layer's rate and scheme; drop --prune-rate / --prune-scheme")
+    _command_line_target(cfg, given)
     apply_overrides(cfg, given, "command-line flags")
     return validate(cfg), preset
+
+
+def _command_line_target(cfg: CompressConfig, given: dict[str, Any]) -> None:
+    """What the command line asks for replaces the recipe's target: a target flag clears the recipe's other
+    targets, and ``--prune-rate`` / ``--prune-rates`` (one fixed rate or file) clear every target."""
+    fixed = {"prune.rate", "prune.rates"} & set(given)
+    chosen = set(TARGET_KEYS) & set(given)
+    if fixed and chosen:
+        raise ConfigError(f"{', '.join(sorted(chosen))} sets a reduction target and {', '.join(sorted(fixed))} fixes "
+                          "the rates; give one")  # fmt: skip
+    if fixed or chosen:
+        for key in TARGET_KEYS:
+            setattr(cfg.search, key.split(".")[1], 0.0)
 
 
 def to_dict(cfg: CompressConfig) -> dict[str, Any]:

@@ -12,12 +12,16 @@ has no ADMM stage and hard-prunes the dense model at once.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import math
+import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
+from ac_toolchain.config import CompressConfig, targets
 from ac_toolchain.context import Run, build, console, round_spec, train_stage
 from ac_toolchain.graph import Graph, trace
 from ac_toolchain.prune.admm import Admm, AdmmSettings
@@ -25,6 +29,10 @@ from ac_toolchain.prune.purify import purify_dead, purify_redundant
 from ac_toolchain.prune.schemes import Masks, apply_masks, project
 from ac_toolchain.prune.spec import Spec, load_spec, rates_and_schemes, spec_to_json
 from ac_toolchain.runs import atomic_save, atomic_write_text, load_state_dict, safe_load
+from ac_toolchain.search.anneal import Annealer, AnnealSettings
+from ac_toolchain.search.cost import called_modules
+from ac_toolchain.search.proxy import Proxy
+from ac_toolchain.search.space import SEARCH_SCHEMES, Space, combine, spec_of
 from ac_toolchain.train import FitSettings, MaskController, evaluate, make_loader, recalibrate_bn
 
 
@@ -37,6 +45,7 @@ class RoundRecord:
     layers: list[dict[str, Any]] = field(default_factory=list)  # the hard-prune plan, per layer
     admm: list[dict[str, Any]] = field(default_factory=list)  # one entry per ADMM iteration
     purification: dict[str, Any] = field(default_factory=dict)
+    search: dict[str, Any] = field(default_factory=dict)  # the search's summary (search.json), if it ran
 
 
 @dataclass
@@ -124,18 +133,126 @@ class RoundStage(Stage):
 
 
 class RoundStart(RoundStage):
-    """Write the round's spec (``rounds/<r>/rates.json``) and open its record."""
+    """The uniform round: one rate for every layer — the one that meets the round's reduction target, or
+    ``prune.rate`` / ``prune.rates`` without a target; written to ``rounds/<r>/rates.json``."""
 
     title, files = "round {r}: targets", ("rates.json",)
 
     def run(self, run: Run, state: State) -> State:
-        spec = round_spec(run.cfg, _graph(run, state.model).layers)
+        target = round_target(run.cfg, self.r)
+        if target is None:
+            spec = round_spec(run.cfg, _graph(run, state.model).layers)
+        else:
+            space = _space(run, state, target[0])
+            schemes = [run.cfg.prune.scheme] * len(space.units)
+            spec = spec_of(space.units, space.rescale([0.5] * len(space.units), schemes, target[1]), schemes)
+            console.print(f"uniform rate {next(iter(spec.values())).rate:.4f} meets {target[1]:.2f}x {target[0]}")
         atomic_write_text(spec_to_json(spec), self.products(run)[0])
         return self.restore(run, state)
 
     def restore(self, run: Run, state: State) -> State:
         state.rounds.append(RoundRecord(self.r, load_spec(self.products(run)[0])))
         return state
+
+
+def round_target(cfg: CompressConfig, r: int) -> tuple[str, float] | None:
+    """(objective, reduction) of round ``r``: the final reduction ``X`` reached in equal factors, ``X^(r/N)``."""
+    given = targets(cfg.search)
+    if not given:
+        return None
+    objective, final = next(iter(given.items()))
+    return objective, final ** (r / cfg.search.rounds)
+
+
+def _space(run: Run, state: State, objective: str) -> Space:
+    """The search space over the current model's weights; earlier rounds' masks stay."""
+    model = state.model.cpu()
+    space = Space(trace(model, run.example), objective, called_modules(model, run.example), base=state.masks)
+    state.model.to(run.device)
+    return space
+
+
+class SearchStage(RoundStage):
+    """Simulated annealing to the round's target; the best proposal becomes ``rounds/<r>/rates.json``.
+
+    Each proposal is a line of ``search.jsonl``; the annealer's state is saved atomically after each one
+    (``rounds/<r>/search-state.json``), so a killed search continues where it stopped and, with the same seed,
+    ends with the same spec.
+    """
+
+    title, files = "search-r{r}", ("rates.json", "search.json")
+
+    def run(self, run: Run, state: State) -> State:
+        cfg, s = run.cfg, run.cfg.search
+        objective, reduction = round_target(cfg, self.r) or ("params", 1.0)  # the config check asks for a target
+        space = _space(run, state, objective)
+        proxy = Proxy(state.model, space.masks, run.splits.train, run.splits.val, run.device, s.bn_batches,
+                      cfg.train.batch_size, cfg.run.seed, s.val_images)  # fmt: skip
+        settings = AnnealSettings(s.t0, s.t_stop, s.cooling, s.proposals, s.time_budget, s.scheme_moves, s.energy,
+                                  cfg.run.seed + self.r)  # fmt: skip
+        start = cfg.prune.scheme if cfg.prune.scheme in SEARCH_SCHEMES else "filter+column"
+        annealer = Annealer(space, proxy, reduction, settings, [start] * len(space.units))
+        self._resume(run, annealer)
+        with _search_progress() as bar:
+            task = bar.add_task(f"search r{self.r}", total=_expected(settings), info="")
+            while not annealer.finished():
+                p = annealer.step()
+                _append_line(run.dir / "search.jsonl", {"round": self.r, **asdict(p)})
+                atomic_write_text(json.dumps(annealer.state()) + "\n", self._state_file(run))
+                bar.update(task, completed=p.index + 1, info=f"T {p.temperature:.3g}  best proxy "
+                           f"{p.best_accuracy:.2%}  {objective} {p.point.ratio:.1f}x")  # fmt: skip
+        assert annealer.best is not None
+        best = annealer.best
+        summary = {"round": self.r, "objective": objective, "reduction": round(reduction, 4),
+                   "proposals": annealer.index, "seconds": round(annealer.elapsed, 2),
+                   "proposals_per_minute": round(proxy.per_minute, 2), "best": asdict(best),
+                   "units": [asdict(u) for u in space.units]}  # fmt: skip
+        console.print(f"search r{self.r}: {annealer.index} proposals, best proxy {best.accuracy:.2%} at "
+                      f"{best.ratio:.1f}x {objective}")  # fmt: skip
+        atomic_write_text(spec_to_json(annealer.spec(best)), self.products(run)[0])
+        atomic_write_text(json.dumps(summary, indent=2) + "\n", self.products(run)[1])
+        return self.restore(run, state)
+
+    def _state_file(self, run: Run) -> Path:
+        return round_dir(run, self.r) / "search-state.json"
+
+    def _resume(self, run: Run, annealer: Annealer) -> None:
+        """Load the saved state, if any, and drop log lines of this round written after it."""
+        saved = json.loads(self._state_file(run).read_text()) if self._state_file(run).is_file() else None
+        if saved is not None:
+            annealer.load_state(saved)
+            console.print(f"resuming the round {self.r} search after proposal {saved['index']}")
+        last = saved["index"] if saved is not None else -1
+        log = run.dir / "search.jsonl"
+        if log.is_file():
+            lines = [x for x in log.read_text().splitlines() if x.strip()]
+            keep = [x for x in lines if not (json.loads(x)["round"] == self.r and json.loads(x)["index"] > last)]
+            atomic_write_text("".join(x + "\n" for x in keep), log)
+
+    def restore(self, run: Run, state: State) -> State:
+        state.rounds.append(RoundRecord(self.r, load_spec(self.products(run)[0])))
+        state.current().search = json.loads(self.products(run)[1].read_text())
+        return state
+
+
+def _expected(s: AnnealSettings) -> int:
+    """Proposals the schedule makes (the start included), for the progress bar."""
+    steps = math.ceil(math.log(s.t_stop / s.t0) / math.log(s.cooling)) if s.t0 > s.t_stop else 0
+    return 1 + (min(steps, s.proposals) if s.proposals else steps)
+
+
+def _search_progress() -> Progress:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn())  # fmt: skip
+    return Progress(*columns, console=console, transient=True)
+
+
+def _append_line(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line and fsync it (the log of a search that may be killed at any moment)."""
+    with path.open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 class AdmmStage(RoundStage):
@@ -148,7 +265,8 @@ class AdmmStage(RoundStage):
         settings = AdmmSettings(a.iterations, a.epochs_per_iteration, a.rho_init, a.rho_max)
         model = state.model.to(run.device)
         admm = Admm(_graph(run, model), state.current().spec, settings, lambda m: val_accuracy(run, m))
-        train_stage(run, model, self.name, _settings(run, a.iterations * a.epochs_per_iteration, a.lr), [admm])
+        keep = [MaskController(state.masks)] if state.masks else []  # earlier rounds' structures stay pruned
+        train_stage(run, model, self.name, _settings(run, a.iterations * a.epochs_per_iteration, a.lr), [admm, *keep])
         atomic_save({"model": model.state_dict(), "admm": admm.state()}, self.products(run)[0])
         return self.restore(run, state)
 
@@ -175,6 +293,7 @@ class Retrain(RoundStage):
         if not masks_file.is_file():
             rates, schemes = rates_and_schemes(state.current().spec)
             masks, plan = project(_graph(run, model), rates, schemes, {})
+            masks = combine(masks, state.masks)  # earlier rounds' structures stay pruned
             atomic_save({"masks": masks, "layers": [vars(e) for e in plan.layers]}, masks_file)
         masks = safe_load(masks_file)["masks"]
         apply_masks(model, masks)
@@ -229,7 +348,7 @@ def pruning_stages(run: Run) -> list[Stage]:
     """Dense, then each round's stages, as the config asks."""
     stages: list[Stage] = [Dense()]
     for r in range(1, run.cfg.search.rounds + 1):
-        stages.append(RoundStart(r))
+        stages.append(SearchStage(r) if run.cfg.search.method == "anneal" else RoundStart(r))
         if run.cfg.prune.method == "admm":
             stages.append(AdmmStage(r))
         stages.append(Retrain(r))

@@ -168,7 +168,7 @@ def evaluate(model: nn.Module, loader: DataLoader[Any], device: torch.device, la
     """Top-1 accuracy in [0, 1] over the whole loader (eval mode)."""
     model.eval()
     correct, seen = 0, 0
-    with _progress() if label else nullcontext() as bar:
+    with _progress() if label else nullcontext() as bar, torch.no_grad():
         task = bar.add_task(label, total=len(loader), info="") if bar else None
         for x, y in loader:
             pred = model(x.to(device)).argmax(dim=1).cpu()
@@ -240,8 +240,9 @@ def recalibrate_bn(model: nn.Module, loader: DataLoader[Any], device: torch.devi
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average over the batches seen
     model.train()
-    for x, _ in _batches(loader, batches):
-        model(x.to(device))
+    with torch.no_grad():
+        for x, _ in _batches(loader, batches):
+            model(x.to(device))
     for m, momentum in zip(bns, saved, strict=True):
         m.momentum = momentum
     model.eval()

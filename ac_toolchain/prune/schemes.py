@@ -74,6 +74,15 @@ class LayerPlan:
 
 
 @dataclass
+class Memo:
+    """Scores that depend only on the weights, so plans of the same weights at other rates can share them:
+    group norms, and each layer's squared GEMM matrix (column norms over any set of kept rows)."""
+
+    groups: dict[tuple[int, tuple[str, ...], str | None], float] = field(default_factory=dict)
+    squares: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
 class Plan:
     graph: Graph
     weights: dict[str, torch.Tensor] = field(default_factory=dict)  # layer -> tensor scored instead of its weight
@@ -82,6 +91,7 @@ class Plan:
     columns: dict[str, torch.Tensor] = field(default_factory=dict)  # layer -> bool [K] kept columns
     decided: set[int] = field(default_factory=set)  # groups whose fate a layer already set
     owner: dict[int, str] = field(default_factory=dict)  # group -> the layer that set it
+    memo: Memo = field(default_factory=lambda: Memo())  # scores of these weights, shareable between plans
 
     def weight(self, layer: str) -> torch.Tensor:
         """The tensor a layer is scored by: the given one, else the module's weight (detached)."""
@@ -97,7 +107,15 @@ def _slice_norm2(weight: torch.Tensor, p: Position) -> float:
 
 
 def group_score(plan: Plan, gid: int, kinds: tuple[str, ...], only: str | None = None) -> float:
-    """L2 norm of a group over every slice of the given kinds (all coupled layers, or only one)."""
+    """L2 norm of a group over every slice of the given kinds (all coupled layers, or only one); memoised in
+    ``plan.memo``, which plans of the same weights may share (the search plans many rates on one model)."""
+    key = (gid, kinds, only)
+    if key not in plan.memo.groups:
+        plan.memo.groups[key] = _group_score(plan, gid, kinds, only)
+    return plan.memo.groups[key]
+
+
+def _group_score(plan: Plan, gid: int, kinds: tuple[str, ...], only: str | None) -> float:
     total = 0.0
     for p in plan.graph.groups[gid].positions:
         if p.kind in kinds and (only is None or p.module == only):
@@ -148,14 +166,16 @@ def _alive(ids: list[int], n: int, pruned: set[int], repeat: int = 1) -> torch.T
 def _plan_columns(plan: Plan, entry: LayerPlan, rate: float) -> None:
     """Keep the best ``kept_count`` of the columns whose input channel is still there (norm over kept rows)."""
     mod = plan.graph.module(entry.name)
-    w = gemm_view(plan.weight(entry.name))
     if isinstance(mod, nn.Conv2d) and mod.groups > 1:
         return  # grouped / depthwise convs have no shared columns; left alone (reported as 0 columns)
+    if entry.name not in plan.memo.squares:
+        plan.memo.squares[entry.name] = gemm_view(plan.weight(entry.name)).double().square()
+    w = plan.memo.squares[entry.name]
     graph, pruned = plan.graph, plan.pruned_groups
     rows = _alive(graph.layer_out.get(entry.name, []), w.shape[0], pruned)
     ins = graph.layer_in.get(entry.name, [])
     cols = _alive(ins, w.shape[1], pruned, repeat=w.shape[1] // max(len(ins), 1))
-    norms = w[rows].double().square().sum(dim=0).sqrt()  # [K]
+    norms = (rows.to(w.dtype) @ w).clamp_min(0).sqrt()  # [K]: column norms over the kept rows
     norms[~cols] = -1.0  # never chosen over a live column
     entry.columns_total = w.shape[1]
     keep = keep_topk(norms, kept_count(int(cols.sum()), rate)) & cols
@@ -224,8 +244,12 @@ def plan_graph(
     rates: float | dict[str, float],
     scheme: str | dict[str, str],
     weights: dict[str, torch.Tensor] | None = None,
+    memo: Memo | None = None,
 ) -> Plan:
-    """Decide, without touching the model, which groups and columns go; scores from ``weights`` if given."""
+    """Decide, without touching the model, which groups and columns go; scores from ``weights`` if given.
+
+    ``memo``: scores shared by plans of the same weights (filled in place); never share it across weights.
+    """
     layers = prunable_layers(graph)
     if not isinstance(rates, dict):
         _check_rate("every layer", rates)
@@ -233,7 +257,7 @@ def plan_graph(
         _check_scheme("every layer", scheme)
     rate_of = _per_layer(rates, layers, "rates", _check_rate)
     scheme_of = _per_layer(scheme, layers, "scheme", _check_scheme)
-    plan = Plan(graph, weights=dict(weights or {}))
+    plan = Plan(graph, weights=dict(weights or {}), memo=memo if memo is not None else Memo())
     for name in layers:
         if name not in rate_of or name not in scheme_of:
             continue
@@ -250,24 +274,29 @@ def plan_pruning(
     return plan_graph(trace(model, example_inputs), rates, scheme)
 
 
-def _zero_position(params: dict[str, nn.Parameter], p: Position, masks: Masks) -> None:
-    for pname in (f"{p.module}.weight", f"{p.module}.bias"):
-        if pname not in params or (p.kind == "in" and pname.endswith("bias")):
-            continue
-        mask = masks.setdefault(pname, torch.ones_like(params[pname], dtype=torch.float32))
-        if p.kind == "in":
-            mask[:, p.index] = 0
-        else:
-            mask[p.index] = 0
+def _pruned_positions(plan: Plan) -> dict[tuple[str, str], list[int]]:
+    """(parameter name, "in" | "out") -> indices to zero, over every position of every pruned group."""
+    params = dict(plan.graph.model.named_parameters())
+    where: dict[tuple[str, str], list[int]] = {}
+    for gid in sorted(plan.pruned_groups):
+        for p in plan.graph.groups[gid].positions:
+            side = "in" if p.kind == "in" else "out"
+            for pname in (f"{p.module}.weight", f"{p.module}.bias"):
+                if pname in params and not (side == "in" and pname.endswith("bias")):
+                    where.setdefault((pname, side), []).append(p.index)
+    return where
 
 
 def masks_of(plan: Plan) -> Masks:
     """0/1 masks (per parameter) that zero every position of every pruned group and every pruned column."""
     params = dict(plan.graph.model.named_parameters())
     masks: Masks = {}
-    for gid in sorted(plan.pruned_groups):
-        for p in plan.graph.groups[gid].positions:
-            _zero_position(params, p, masks)
+    for (pname, side), index in _pruned_positions(plan).items():
+        mask = masks.setdefault(pname, torch.ones_like(params[pname], dtype=torch.float32))
+        if side == "in":
+            mask[:, index] = 0
+        else:
+            mask[index] = 0
     for name, keep in plan.columns.items():
         pname = f"{name}.weight"
         mask = masks.setdefault(pname, torch.ones_like(params[pname], dtype=torch.float32))
