@@ -108,11 +108,13 @@ def main() -> None:
 def compress(model: str | None, preset: str | None, resume: Path | None, **kwargs: Any) -> None:
     """Compress MODEL (zoo name, recipe .toml, or file.py:Builder) and report the result.
 
-    Trains (or loads with --dense) the dense model, then runs a round: ADMM pulls every layer's weights onto
-    its structured set (prune.rate / prune.scheme in every conv and linear, or --prune-rates FILE), hard
-    pruning fixes the masks, masked retraining recovers accuracy and purification removes dead and redundant
-    structure. Then the compact model is exported to ONNX, compiled with TVM for --target and benched;
-    report.json / report.md land in a new run directory. --prune-method oneshot skips ADMM (the baseline).
+    Trains (or loads with --dense) the dense model, then runs --search-rounds rounds toward the final
+    --params-x N (or --flops-x N) reduction: simulated annealing picks every layer's rate and scheme on a
+    quick proxy (one-shot projection, BatchNorm re-estimated, validation top-1), ADMM pulls the weights onto
+    the best spec, hard pruning fixes the masks, masked retraining recovers accuracy and purification removes
+    dead and redundant structure. Then the compact model is exported to ONNX, compiled with TVM for --target
+    and benched; report.json / report.md land in a new run directory. --search uniform uses one rate (the one
+    meeting the target, or --prune-rate R / --prune-rates FILE); --prune-method oneshot skips ADMM.
     """
     from ac_toolchain.compress import compress as run_compress
 
@@ -300,7 +302,8 @@ def _prune_round(checkpoint: str, out: Path | None, overrides: dict[str, Any]) -
         raise ConfigError("--method admm prunes a trained dense checkpoint: give a .pt inside a run directory "
                           "(`ac train MODEL` makes one)")  # fmt: skip
     cfg = _config_beside(path)
-    cfgmod.apply_overrides(cfg, {**overrides, "model.checkpoint": str(path)}, "command-line flags")
+    fixed = {"search.method": "uniform", "search.rounds": 1, **{k: 0.0 for k in cfgmod.TARGET_KEYS}}  # given rates
+    cfgmod.apply_overrides(cfg, {**overrides, **fixed, "model.checkpoint": str(path)}, "command-line flags")
     run = open_run(cfgmod.validate(cfg))
     state = run_stages(run, pruning_stages(run), new_state(run))
     results: dict[str, Any] = round_results(state)

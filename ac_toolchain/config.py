@@ -242,12 +242,12 @@ def _check_targets(cfg: CompressConfig) -> None:
 
 def check_search(cfg: CompressConfig) -> None:
     """What ``ac compress`` needs of the search settings: the search needs a target and chooses the rates."""
-    if cfg.search.method == "anneal" and not targets(cfg.search):
-        raise ConfigError(f"--search anneal needs a reduction target ({_target_flags()}); or --search uniform with "
-                          "--prune-rate R / --prune-rates FILE")  # fmt: skip
     if cfg.search.method == "anneal" and cfg.prune.rates:
         raise ConfigError("--prune-rates FILE fixes every layer's rate; the search chooses them itself: add "
                           "--search uniform to use the file")  # fmt: skip
+    if cfg.search.method == "anneal" and not targets(cfg.search):
+        raise ConfigError(f"--search anneal needs a reduction target ({_target_flags()}); or --search uniform with "
+                          "--prune-rate R / --prune-rates FILE")  # fmt: skip
 
 
 def apply_overrides(cfg: CompressConfig, values: dict[str, Any], origin: str) -> None:

@@ -45,9 +45,16 @@ def test_config_flags_are_listed_with_their_recipe_key() -> None:
         (["compress"], "give a MODEL"),
         (["eval", "/nonexistent/x.pt"], "no config.toml beside it"),
         (["compress", "resnet19"], "unknown model 'resnet19'"),
-        (["compress", "lenet5", "--prune-rates", "/nonexistent/rates.json"], "rates file /nonexistent/rates.json"),
-        (["compress", "lenet5", "--search-rounds", "3"], "search.rounds = 3: the automatic search"),
-        (["compress", "lenet5", "--preset", "paper"], "search.rounds = 4: the automatic search"),
+        (["compress", "lenet5", "--prune-rates", "/nonexistent/rates.json", "--search", "uniform"],
+         "rates file /nonexistent/rates.json"),
+        (["compress", "lenet5", "--prune-rates", "/nonexistent/rates.json"], "add --search uniform"),
+        (["compress", "lenet5", "--params-x", "20", "--flops-x", "5"], "set one reduction target"),
+        (["compress", "lenet5", "--params-x", "0.5"], "a reduction is >= 1"),
+        (["compress", "lenet5", "--params-x", "5000"], "a 5000x params reduction cannot be met"),
+        (["compress", "lenet5", "--prune-rate", "0.5"], "--search anneal needs a reduction target"),
+        (["compress", "lenet5", "--params-x", "9", "--prune-rate", "0.5"], "give one"),
+        (["compress", "lenet5", "--search-energy", "kelvin"], "search.energy = 'kelvin' is not one of"),
+        (["compress", "resnet18", "--preset", "paper"], "cifar10:PATH"),
         (["compress", "lenet5", "--purify-enabled", "maybe"], "purify.enabled = 'maybe' is not a valid bool"),
         (["compress", "lenet5", "--prune-method", "nni"], "prune.method = 'nni' is not one of: admm, oneshot"),
         (["compress", "lenet5", "--prune-rates", "r.json", "--prune-rate", "0.5"], "sets every layer's rate"),
@@ -64,7 +71,8 @@ def test_bad_input_is_one_clear_error(args: list[str], needle: str, tmp_path: Pa
 def test_bad_rates_file_and_untraceable_model_stop_before_any_run_directory(tmp_path: Path) -> None:
     rates = tmp_path / "rates.json"
     rates.write_text(json.dumps({"conv1": {"rate": 0.5, "scheme": "filter"}, "conv7": {"rate": 0.5}}))
-    result = _ac("compress", "lenet5", "--prune-rates", str(rates), "--runs-dir", str(tmp_path / "runs"))
+    result = _ac("compress", "lenet5", "--prune-rates", str(rates), "--search", "uniform",
+                 "--runs-dir", str(tmp_path / "runs"))  # fmt: skip
     assert result.exit_code == 2 and "unknown layer(s) ['conv7']" in result.output
     src = tmp_path / "branchy.py"
     src.write_text(
@@ -125,22 +133,34 @@ def test_smoke_chain_writes_a_complete_report(smoke_run: Path) -> None:
     assert report["dense"]["accuracy"] > 0.5  # two epochs of LeNet-5 on MNIST: far above chance (0.1)
     assert report["compressed"]["params"] < report["dense"]["params"] / 1.5
     assert report["ratios"]["params"] == round(report["dense"]["params"] / report["compressed"]["params"], 3)
-    assert [(x["name"], x["groups_kept"], x["groups_total"]) for x in report["layers"]] == [
-        ("conv1", 3, 6),
-        ("conv2", 8, 16),
-        ("fc1", 60, 120),
-        ("fc2", 42, 84),
-        ("fc3", 0, 0),
-    ]  # fmt: skip  (every conv and linear at the one rate; the classifier's outputs are the model's)
+    assert [x["name"] for x in report["layers"]] == ["conv1", "conv2", "fc1", "fc2", "fc3"]
+    assert {x["name"]: {"rate": x["rate"], "scheme": x["scheme"]} for x in report["layers"]} == report["rates"]
+    assert json.loads((run / "rounds" / "2" / "rates.json").read_text()) == report["rates"]  # the last round's spec
+
+    # the search: two rounds of the start + 2 proposals, each proposal meeting its round's target x^(r/2)
+    assert [(s["round"], s["proposals"]) for s in report["search"]] == [(1, 2), (2, 2)]
+    lines = [json.loads(x) for x in (run / "search.jsonl").read_text().splitlines()]
+    assert [(x["round"], x["index"]) for x in lines] == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
+    final = report["config"]["search"]["params_x"]
+    assert all(x["point"]["ratio"] >= final ** (x["round"] / 2) for x in lines)
+    assert report["ratios"]["params"] >= final  # purification only removes more
+    for r in (1, 2):
+        best = max((x for x in lines if x["round"] == r), key=lambda x: x["point"]["accuracy"])
+        assert json.loads((run / "rounds" / str(r) / "rates.json").read_text()) == best["spec"]
+
     assert [e["iteration"] for e in report["admm"]] == [1, 2, 3, 4, 5, 6] and all(e["residual"] for e in report["admm"])
     assert report["method"]["prune"] == "admm" and {"dead", "redundant"} <= set(report["purification"])
     assert all(x["residual"] is not None and set(x["purified"]) == {"dead", "redundant"} for x in report["layers"])
     assert (run / report["plots"]["admm"]).is_file() and "![ADMM residuals]" in (run / "report.md").read_text()
-    masks = torch.load(run / "rounds" / "1" / "masks.pt", weights_only=True)["masks"]
-    for name in ("retrained.pt", "purified.pt"):  # retraining and purification never revive a hard-pruned weight
-        state = torch.load(run / "rounds" / "1" / name, weights_only=True)
-        state = state.get("model", state)
-        assert all(state[k][m == 0].abs().max() == 0 for k, m in masks.items()), name
+    first = torch.load(run / "rounds" / "1" / "purified.pt", weights_only=True)["masks"]
+    masks = torch.load(run / "rounds" / "2" / "masks.pt", weights_only=True)["masks"]
+    assert all(masks[k][m == 0].abs().max() == 0 for k, m in first.items())  # round 2 keeps round 1's pruning
+    for r in ("1", "2"):  # retraining and purification never revive a hard-pruned weight
+        hard = torch.load(run / "rounds" / r / "masks.pt", weights_only=True)["masks"]
+        for name in ("retrained.pt", "purified.pt"):
+            state = torch.load(run / "rounds" / r / name, weights_only=True)
+            state = state.get("model", state)
+            assert all(state[k][m == 0].abs().max() == 0 for k, m in hard.items()), (r, name)
     compressed = torch.load(run / "compressed.pt", weights_only=True)
     assert sum(int(v.count_nonzero()) for k, v in compressed.items() if k in masks) < sum(
         int(m.sum()) for m in masks.values()
@@ -184,12 +204,30 @@ def test_sigkill_mid_admm_then_resume_ends_where_an_uninterrupted_run_ends(smoke
     assert "dense model loaded" in result.output and "resuming admm-r1 after epoch" in result.output
     epoch = int(result.output.split("resuming admm-r1 after epoch ")[1].split()[0])
     assert epoch >= 2  # at most the epoch under way when killed was lost
-    for name in ("rounds/1/admm.pt", "rounds/1/purified.pt"):
+    for name in ("rounds/1/admm.pt", "rounds/1/purified.pt", "rounds/2/purified.pt"):
         a, b = (torch.load(d / name, weights_only=True) for d in (whole, run))
         assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), name
     first, second = (json.loads((d / "report.json").read_text()) for d in (whole, run))
     assert second["compressed"] == first["compressed"] and second["admm"] == first["admm"]
     assert _ac("compress", "--resume", str(run), "--train-epochs", "9").exit_code == 2
+
+
+def test_sigkill_mid_search_then_resume_ends_with_the_same_spec(smoke_run: Path, tmp_path: Path) -> None:
+    whole = smoke_run
+    ac = [sys.executable, "-m", "ac_toolchain.cli"]
+    proc = subprocess.Popen([*ac, *SMOKE, "--runs-dir", str(tmp_path / "cut")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    run = _kill_when(proc, tmp_path / "cut", "rounds/2/search-state.json")
+    assert not (run / "rounds" / "2" / "rates.json").exists()  # killed inside round 2's search
+    result = _ac("compress", "--resume", str(run))
+    assert result.exit_code == 0, result.output
+    assert "resuming the round 2 search after proposal" in result.output
+    assert (run / "search.jsonl").read_text() == (whole / "search.jsonl").read_text()  # no proposal lost or doubled
+    for name in ("rounds/2/rates.json", "report.json"):
+        a, b = (json.loads((d / name).read_text()) for d in (whole, run))
+        if name == "report.json":
+            a, b = ({k: r[k] for k in ("compressed", "rates", "ratios")} for r in (a, b))
+        assert a == b, name
 
 
 def test_prune_compact_export_commands_on_a_run(tmp_path: Path) -> None:
@@ -235,7 +273,7 @@ def test_user_model_file_runs_the_chain(tmp_path: Path) -> None:
     result = _ac(
         "compress", f"{src}:Net", "--input-shape", "1,1,28,28", "--train-epochs", "1", "--train-max-batches", "20",
         "--prune-finetune-epochs", "1", "--prune-scheme", "filter+column", "--prune-rate", "0.6",
-        "--prune-method", "oneshot",  # the user-model path, not ADMM (the smoke chain covers that)
+        "--prune-method", "oneshot", "--search", "uniform",  # the user-model path: no ADMM, no search
         "--runs-dir", str(tmp_path / "runs"),
     )  # fmt: skip
     assert result.exit_code == 0, result.output

@@ -163,10 +163,17 @@ class Space:
                 break
             mid = (lo + hi) / 2
             lo, hi = (lo, mid) if meets(mid) else (mid, hi)
-        return rates_at(z, hi)
+        # rounded up to the 6 digits rates.json keeps: never more structures kept than what was costed
+        return [min(CAP, math.ceil(r * 1e6) / 1e6) for r in rates_at(z, hi)]
+
+    def check_reachable(self, reduction: float) -> None:
+        """Raise :class:`TargetError` unless filter+column at the cap everywhere meets ``reduction``."""
+        schemes = ["filter+column"] * len(self.units)
+        if self.ratio(self.cost(spec_of(self.units, [CAP] * len(self.units), schemes))) < reduction:
+            self._impossible([1.0] * len(self.units), schemes, reduction)
 
     def _impossible(self, z: list[float], schemes: Sequence[str], reduction: float) -> None:
-        best = self.ratio(self.cost(spec_of(self.units, [CAP] * len(z), schemes)))
+        best = self.ratio(self.cost(spec_of(self.units, [CAP if d > 0 else 0.0 for d in z], schemes)))
         raise TargetError(
             f"a {reduction:g}x {self.objective} reduction cannot be met: with every layer at the largest rate "
             f"({CAP}) this model reaches {best:.1f}x; ask for less (--{self.objective}-x N)"

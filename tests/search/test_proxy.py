@@ -1,0 +1,109 @@
+"""The proxy: one-shot projection, BN recalibration on seeded training batches, top-1 on the validation split."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from ac_toolchain.errors import ConfigError
+from ac_toolchain.graph import trace
+from ac_toolchain.prune.schemes import apply_masks
+from ac_toolchain.search.proxy import Proxy
+from ac_toolchain.search.space import Space, spec_of
+from ac_toolchain.train import evaluate, make_loader, recalibrate_bn
+from tests.nets import RandomNet, randomise_bn
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _data(n: int, seed: int) -> TensorDataset:
+    gen = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.randn(n, 3, 8, 8, generator=gen), torch.randint(0, 5, (n,), generator=gen))
+
+
+@pytest.fixture(scope="module")
+def setup() -> tuple[nn.Module, Space, TensorDataset, TensorDataset]:
+    torch.manual_seed(0)
+    net = randomise_bn(RandomNet(["residual", "down"], [4, 6]), seed=0)
+    space = Space(trace(net, torch.randn(1, 3, 8, 8)), "params")
+    return net, space, _data(48, 1), _data(40, 2)
+
+
+def _proxy(setup, **kw) -> Proxy:
+    net, space, train, val = setup
+    options = {"bn_batches": 2, "batch_size": 8, "seed": 5, **kw}
+    return Proxy(net, space.masks, train, val, CPU, **options)
+
+
+def _spec(space: Space, rate: float, scheme: str = "filter+column"):
+    n = len(space.units)
+    return spec_of(space.units, [rate] * n, [scheme] * n)
+
+
+def test_deterministic_and_independent_of_what_was_scored_before(setup) -> None:
+    _, space, _, _ = setup
+    a, b = _spec(space, 0.5), _spec(space, 0.8, "filter")
+    first = _proxy(setup)(a)
+    second = _proxy(setup)
+    second(b)  # another proposal first: the weights and BN statistics are reset for each one
+    assert second(a) == first
+    assert 0.0 <= first <= 1.0 and (first * 40).is_integer()
+
+
+def test_cached_by_spec(setup) -> None:
+    _, space, _, _ = setup
+    proxy = _proxy(setup)
+    a = _spec(space, 0.5)
+    score = proxy(a)
+    assert proxy.evaluated == 1 and proxy.seconds > 0 and proxy.per_minute > 0
+    assert proxy(dict(a)) == score and proxy.evaluated == 1  # an equal spec is a cache hit
+    proxy(_spec(space, 0.3))
+    assert proxy.evaluated == 2 and len(proxy.cache) == 2
+
+
+def test_empty_validation_split_is_a_config_error(setup) -> None:
+    net, space, train, _ = setup
+    empty = TensorDataset(torch.zeros(0, 3, 8, 8), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ConfigError, match="validation split.*empty"):
+        Proxy(net, space.masks, train, empty, CPU, 2, 8, 0)
+
+
+def test_bn_is_recalibrated_on_the_pruned_model(setup) -> None:
+    net, space, train, val = setup
+    before = copy.deepcopy(net.state_dict())
+    proxy = _proxy(setup)
+    spec = _spec(space, 0.5)
+    score = proxy(spec)
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the caller's model is never touched
+    ref = copy.deepcopy(net)
+    apply_masks(ref, space.masks(spec))
+    recalibrate_bn(ref, make_loader(train, 8, shuffle=True, seed=5), CPU, 2)
+    proxy_bns = [m for m in proxy.net.modules() if isinstance(m, nn.BatchNorm2d)]
+    ref_bns = [m for m in ref.modules() if isinstance(m, nn.BatchNorm2d)]
+    orig_bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert proxy_bns
+    for p, r, o in zip(proxy_bns, ref_bns, orig_bns, strict=True):
+        assert torch.equal(p.running_mean, r.running_mean) and torch.equal(p.running_var, r.running_var)
+        assert not torch.allclose(p.running_mean, o.running_mean)  # the stored statistics were replaced
+    assert score == evaluate(ref, make_loader(val, 256, shuffle=False), CPU, label="")
+
+
+def test_val_images_limits_the_validation_split(setup) -> None:
+    _, space, _, _ = setup
+    proxy = _proxy(setup, val_images=5)
+    assert len(proxy.val.dataset) == 5  # type: ignore[arg-type]
+    assert (proxy(_spec(space, 0.4)) * 5).is_integer()
