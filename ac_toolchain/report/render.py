@@ -11,8 +11,8 @@ import torch
 
 from ac_toolchain import __version__
 from ac_toolchain.compile import get_target
-from ac_toolchain.config import CompressConfig, to_dict
-from ac_toolchain.report.plots import plot_admm
+from ac_toolchain.config import CompressConfig, targets, to_dict
+from ac_toolchain.report.plots import plot_admm, plot_pareto, plot_rates, plot_search_trace, read_search_log
 from ac_toolchain.runs import atomic_write_text
 
 ARTIFACTS = ("config.toml", "dense.pt", "compressed.pt", "dense.onnx", "model.onnx", "report.json", "report.md")
@@ -44,6 +44,8 @@ def build_report(
         "ratios": {k: _ratio(dense[k], comp[k]) for k in ("params", "flops")},
         "method": {
             "search": cfg.search.method,
+            "targets": targets(cfg.search),
+            "rounds": cfg.search.rounds,
             "prune": cfg.prune.method,
             "purify": cfg.purify.enabled,
             "scheme": cfg.prune.scheme,
@@ -52,6 +54,7 @@ def build_report(
         },
         "layers": results.get("layers", []),
         "admm": results.get("admm", []),
+        "search": results.get("search", []),
         "purification": _purification_totals(results.get("purification", {})),
         "rates": results.get("rates", {}),
         "compact_max_abs_diff": results["compact_max_abs_diff"],
@@ -102,6 +105,41 @@ def _admm_lines(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _method_line(m: dict[str, Any]) -> str:
+    """How the rates were chosen: the search and its target, or the uniform rate / rates file without one."""
+    if m["search"] != "uniform" or m.get("targets"):
+        rounds = m.get("rounds", 1)
+        goal = "".join(f" to {x:g}× {obj}" for obj, x in (m.get("targets") or {}).items())
+        how = f"`{m['search']}` search{goal} in {rounds} round{'s' if rounds != 1 else ''}"
+    elif m.get("rates_file"):
+        how = f"per-layer targets from `{m['rates_file']}`"
+    else:
+        how = f"`{m['scheme']}` scheme at rate {m['rate']} in every layer"
+    return f"Method: {how}, `{m['prune']}` pruning" + (" + purification" if m.get("purify") else "") + "."
+
+
+def _search_round(s: dict[str, Any]) -> str:
+    best, obj = s["best"], s["objective"]
+    return (f"- round {s['round']}: target {s['reduction']:g}× {obj}; {s['proposals']} proposals in "
+            f"{s['seconds']:.1f} s ({s['proposals_per_minute']:g} / minute); best proxy top-1 "
+            f"{best['accuracy']:.2%} at {best['ratio']:.2f}× {obj}")  # fmt: skip
+
+
+def _search_lines(r: dict[str, Any]) -> list[str]:
+    searched = r.get("search") or []
+    if not searched:
+        return []
+    plots = r.get("plots", {})
+    lines = ["## Search", "", *[_search_round(s) for s in searched], ""]
+    for key, title in (("search_trace", "Search trace"), ("pareto", "Pareto front"), ("rates", "Per-layer rates")):
+        lines += [f"![{title}]({plots[key]})", ""] if plots.get(key) else []
+    rates = r.get("rates") or {}
+    if rates:
+        lines += ["Final per-layer rates:", "", "| layer | scheme | rate |", "|---|---|---:|",
+                  *[f"| {name} | {x['scheme']} | {x['rate']:.4f} |" for name, x in rates.items()], ""]  # fmt: skip
+    return lines
+
+
 def _purify_lines(r: dict[str, Any]) -> list[str]:
     p = r.get("purification") or {}
     if not p:
@@ -129,10 +167,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines = [
         f"# AutoCompress report: {r['model']} on {r['dataset']} → {r['target']}",
         "",
-        f"Method: `{r['method']['search']}` search, `{r['method']['prune']}` pruning"
-        + (" + purification" if r["method"].get("purify") else "")
-        + (f", per-layer targets from `{r['method']['rates_file']}`" if r["method"].get("rates_file")
-           else f", `{r['method']['scheme']}` scheme at rate {r['method']['rate']} in every layer") + ".",
+        _method_line(r["method"]),
         "",
         "| | top-1 accuracy | params | FLOPs (MACs) |",
         "|---|---:|---:|---:|",
@@ -147,6 +182,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"Compact vs masked model, max abs difference: {r['compact_max_abs_diff']:.2e}; "
         f"ONNX (onnxruntime) vs masked: {r['onnx_max_abs_diff']:.2e}.",
         "",
+        *_search_lines(r),
         "## Layers",
         "",
         "| layer | scheme | rate | filter groups kept | columns kept | coupled to | ADMM residual "
@@ -169,12 +205,23 @@ def render_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _plots(run_dir: Path, report: dict[str, Any]) -> dict[str, str]:
+    """Draw the run's plots into ``<run>/plots/``; their paths relative to the run, by name (none: no data)."""
+    out = run_dir / "plots"
+    plots = {"admm": plot_admm(report["admm"], out / "admm_residual.png")}
+    if report["search"]:
+        log = read_search_log(run_dir / "search.jsonl")
+        plots["rates"] = plot_rates(report["rates"], out / "rates.png")
+        plots["search_trace"] = plot_search_trace(log, out / "search_trace.png")
+        plots["pareto"] = plot_pareto(log, out / "pareto.png", {s["round"]: s["reduction"] for s in report["search"]})
+    return {name: str(path.relative_to(run_dir)) for name, path in plots.items() if path}
+
+
 def write_report(
     run_dir: Path, cfg: CompressConfig, dataset: str, results: dict[str, Any], timings: dict[str, float]
 ) -> dict[str, Any]:
     report = build_report(run_dir, cfg, dataset, results, timings)
-    plot = plot_admm(report["admm"], run_dir / "plots" / "admm_residual.png")
-    report["plots"] = {"admm": str(plot.relative_to(run_dir))} if plot else {}
+    report["plots"] = _plots(run_dir, report)
     atomic_write_text(json.dumps(report, indent=2) + "\n", run_dir / "report.json")
     atomic_write_text(render_markdown(report), run_dir / "report.md")
     return report
