@@ -135,7 +135,7 @@ def compress(
     """Run the whole chain; returns the report dict (also written to report.json / report.md).
 
     ``model`` is a resolved config, or a zoo name / recipe path / ``file.py:Builder`` resolved with
-    ``preset`` and ``overrides`` (``{"prune.rate": 0.7}``).
+    ``preset`` and ``overrides`` (``{"search.params_x": 20}``).
     """
     cfg = model if isinstance(model, CompressConfig) else cfgmod.resolve(model, preset, overrides)[0]
     run = open_run(cfg, run_dir, COMPRESS_CHECKS)

@@ -17,8 +17,8 @@ it as ``model.checkpoint``) and sees the same splits (same data settings and see
   ``search.energy=fraction`` (NNI's energy difference: accuracy in 0-1, not points),
   ``search.scheme_moves=false`` and ``prune.scheme=filter`` (NNI's base pruner is an L1 filter pruner),
   a constant ADMM penalty ``admm.rho_init = admm.rho_max = 1e-4`` (NNI's ``row``) and NNI's annealing schedule
-  ``search.t0=100``, ``search.t_stop=20`` (the cooling factor, proposals cap and ADMM / retraining epochs stay
-  the preset's, so the training budget is ours);
+  ``search.t0=100``, ``search.t_stop=20``, ``search.cooling=0.9`` (16 proposals, no cap); the ADMM / retraining
+  epochs stay the preset's, so the training budget is ours;
 * ``tp-uniform`` / ``tp-global``: Torch-Pruning's group-L2 magnitude pruner, one shot on the dense model, to R
   (``benchmarks.peer_torch_pruning.prune_to_params_ratio``, mode "uniform" / "global"), then fine-tuned with
   ``ac_toolchain.train.fit`` for as many epochs as our whole chain trains,

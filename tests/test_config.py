@@ -17,12 +17,24 @@ def test_recipe_then_preset_then_flags() -> None:
     assert cfg.model.stem == "cifar"  # recipe beats the default
 
 
-def test_paper_preset_refuses_to_run_without_the_search() -> None:
-    """`paper` must run the paper's algorithm: its rounds need the search, which is not built yet."""
-    with pytest.raises(ConfigError, match=r"search\.rounds = 4: the automatic search .* is not built yet"):
-        cfgmod.resolve("resnet18", "paper")
-    cfg, preset = cfgmod.resolve("resnet18", "paper", {"search.rounds": 1})
+def test_paper_preset_runs_the_papers_algorithm() -> None:
+    """`paper`: the search (simulated annealing) in 4 rounds to the recipe's target, ADMM, purification."""
+    cfg, preset = cfgmod.resolve("resnet18", "paper")
     assert preset == "paper" and cfg.data.dataset == "cifar10" and cfg.train.epochs == 200
+    assert (cfg.search.method, cfg.search.rounds, cfgmod.targets(cfg.search)) == ("anneal", 4, {"params": 50.0})
+    assert cfg.prune.method == "admm" and cfg.purify.enabled and cfg.prune.scheme == "filter+column"
+    cfgmod.check_search(cfg)
+
+
+def test_a_command_line_target_or_rate_replaces_the_recipes_target() -> None:
+    cfg, _ = cfgmod.resolve("resnet18", "cpu", {"search.flops_x": 8})
+    assert cfgmod.targets(cfg.search) == {"flops": 8.0}  # the recipe's params_x = 50 is cleared
+    cfg, _ = cfgmod.resolve("resnet18", "cpu", {"search.method": "uniform", "prune.rate": 0.7})
+    assert cfgmod.targets(cfg.search) == {} and cfg.prune.rate == 0.7
+    with pytest.raises(ConfigError, match="needs a reduction target"):
+        cfgmod.check_search(cfgmod.resolve("resnet18", "cpu", {"prune.rate": 0.7})[0])
+    with pytest.raises(ConfigError, match="set one reduction target"):
+        cfgmod.validate(cfgmod.CompressConfig(search=cfgmod.SearchConfig(params_x=5, flops_x=5)))
 
 
 @pytest.mark.parametrize(
@@ -93,5 +105,6 @@ def test_every_shipped_recipe_and_preset_resolves(recipe: str) -> None:
     presets = cfgmod.preset_names(cfgmod.read_toml(cfgmod.RECIPES_DIR / f"{recipe}.toml"))
     assert {"smoke", "cpu", "paper"} <= set(presets)
     for preset in presets:
-        cfg, _ = cfgmod.resolve(recipe, preset, {"search.rounds": 1} if preset == "paper" else None)
+        cfg, _ = cfgmod.resolve(recipe, preset)
         assert cfg.model.arch == recipe
+        cfgmod.check_search(cfg)  # every shipped preset runs the search with a target
