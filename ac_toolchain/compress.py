@@ -42,7 +42,7 @@ def _check_target(cfg: CompressConfig) -> None:
     device_for(cfg.run.target, cfg.run.bench)
 
 
-COMPRESS_CHECKS = (_check_target, cfgmod.check_search)
+COMPRESS_CHECKS = (_check_target,)
 
 
 def measure(run: Run, model: nn.Module, key: str, results: Results) -> None:
@@ -138,7 +138,7 @@ def compress(
     ``preset`` and ``overrides`` (``{"search.params_x": 20}``).
     """
     cfg = model if isinstance(model, CompressConfig) else cfgmod.resolve(model, preset, overrides)[0]
-    run = open_run(cfg, run_dir, COMPRESS_CHECKS)
+    run = open_run(cfg, run_dir, COMPRESS_CHECKS, after_model=(cfgmod.check_search,))
     results: Results = {}
     stages = pruning_stages(run)
     state = run_stages(run, stages[:1], new_state(run))

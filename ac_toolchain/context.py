@@ -119,16 +119,20 @@ def check_model(cfg: CompressConfig, num_classes: int) -> None:
         ) from None
 
 
-def open_run(cfg: CompressConfig, run_dir: Path | None = None, checks: tuple[Any, ...] = ()) -> Run:
+def open_run(cfg: CompressConfig, run_dir: Path | None = None, checks: tuple[Any, ...] = (),
+             after_model: tuple[Any, ...] = ()) -> Run:  # fmt: skip
     """Validate, then create (or reopen, for resume) the run directory; nothing is written before the checks.
 
-    ``checks`` are callables run on the config before anything else (compile toolchain, bench device).
+    ``checks`` are callables run on the config before anything else (compile toolchain, bench device);
+    ``after_model`` ones once the data and the model are known to be good (settings of what to do with them).
     """
     for check in checks:
         check(cfg)
     seed_everything(cfg.run.seed)
     splits = load_splits(cfg)
     check_model(cfg, splits.num_classes)
+    for check in after_model:
+        check(cfg)
     device = pick_device(cfg.run.device)
     if run_dir is None:
         run_dir = new_run_dir(cfg.run.runs_dir, cfg.model.arch, cfg.run.target)

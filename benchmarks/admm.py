@@ -50,7 +50,8 @@ class _Plateau(Exception):
 
 
 def _config(model: str, workdir: Path, overrides: dict[str, Any]) -> CompressConfig:
-    base = {"run.target": "x86", "run.bench": "none", "run.runs_dir": str(workdir / "runs"), **overrides}
+    base = {"run.target": "x86", "run.bench": "none", "run.runs_dir": str(workdir / "runs"),
+            "search.method": "uniform", "search.rounds": 1, **overrides}  # one round at the given rate: no search
     return cfgmod.resolve(model, "cpu", base)[0]
 
 

@@ -47,7 +47,6 @@ def test_config_flags_are_listed_with_their_recipe_key() -> None:
         (["compress", "resnet19"], "unknown model 'resnet19'"),
         (["compress", "lenet5", "--prune-rates", "/nonexistent/rates.json", "--search", "uniform"],
          "rates file /nonexistent/rates.json"),
-        (["compress", "lenet5", "--prune-rates", "/nonexistent/rates.json"], "add --search uniform"),
         (["compress", "lenet5", "--params-x", "20", "--flops-x", "5"], "set one reduction target"),
         (["compress", "lenet5", "--params-x", "0.5"], "a reduction is >= 1"),
         (["compress", "lenet5", "--params-x", "5000"], "a 5000x params reduction cannot be met"),
@@ -74,6 +73,9 @@ def test_bad_rates_file_and_untraceable_model_stop_before_any_run_directory(tmp_
     result = _ac("compress", "lenet5", "--prune-rates", str(rates), "--search", "uniform",
                  "--runs-dir", str(tmp_path / "runs"))  # fmt: skip
     assert result.exit_code == 2 and "unknown layer(s) ['conv7']" in result.output
+    rates.write_text(json.dumps({"conv1": {"rate": 0.5}}))
+    result = _ac("compress", "lenet5", "--prune-rates", str(rates), "--runs-dir", str(tmp_path / "runs"))
+    assert result.exit_code == 2 and "add --search uniform to use the file" in result.output  # the search picks rates
     src = tmp_path / "branchy.py"
     src.write_text(
         "import torch\nfrom torch import nn\n\n"
@@ -100,7 +102,8 @@ def _only_run(runs_dir: Path) -> Path:
     return run
 
 
-SMOKE = ["compress", "lenet5", "--preset", "smoke", "--admm-iterations", "6", "--target", "arm64"]
+SMOKE = ["compress", "lenet5", "--preset", "smoke", "--admm-iterations", "6", "--search-proposals", "4",
+         "--target", "arm64"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -137,10 +140,10 @@ def test_smoke_chain_writes_a_complete_report(smoke_run: Path) -> None:
     assert {x["name"]: {"rate": x["rate"], "scheme": x["scheme"]} for x in report["layers"]} == report["rates"]
     assert json.loads((run / "rounds" / "2" / "rates.json").read_text()) == report["rates"]  # the last round's spec
 
-    # the search: two rounds of the start + 2 proposals, each proposal meeting its round's target x^(r/2)
-    assert [(s["round"], s["proposals"]) for s in report["search"]] == [(1, 2), (2, 2)]
+    # the search: two rounds of the start + 4 proposals, each proposal meeting its round's target x^(r/2)
+    assert [(s["round"], s["proposals"]) for s in report["search"]] == [(1, 4), (2, 4)]
     lines = [json.loads(x) for x in (run / "search.jsonl").read_text().splitlines()]
-    assert [(x["round"], x["index"]) for x in lines] == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
+    assert [(x["round"], x["index"]) for x in lines] == [(r, i) for r in (1, 2) for i in range(5)]
     final = report["config"]["search"]["params_x"]
     assert all(x["point"]["ratio"] >= final ** (x["round"] / 2) for x in lines)
     assert report["ratios"]["params"] >= final  # purification only removes more
@@ -186,7 +189,7 @@ def _kill_when(proc: subprocess.Popen[bytes], runs_dir: Path, pattern: str, time
         if hits:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            return hits[0].parents[1]
+            return runs_dir / hits[0].relative_to(runs_dir).parts[0]
         time.sleep(0.005)
     proc.kill()
     raise AssertionError(f"{pattern} never appeared (exit code {proc.poll()})")

@@ -11,7 +11,7 @@ Rates live in *keep space*: a unit's rate ``r`` is ``1 - exp(-z)`` for a pruning
 multiplies every depth by one factor ``s`` (``keep_i = (1 - r_i) ** s``), which keeps the order of the rates,
 never reaches 1 (rates are capped at ``cap``) and is found by bisection on the analytic cost
 (:mod:`ac_toolchain.search.cost`) of the structure the projection would keep, until two neighbouring scales
-differ by at most one structure.
+differ by at most one structure (or the scale is known to 1e-5, where coupled structures move together).
 """
 
 from __future__ import annotations
@@ -158,8 +158,8 @@ class Space:
                 self._impossible(z, schemes, reduction)
             lo, hi = hi, 2 * hi
         plans.setdefault(lo, self.plan(spec(lo)))
-        for _ in range(60):
-            if _one_structure_apart(plans[lo], plans[hi]):
+        for _ in range(60):  # until one structure apart, or the scale is known to 1e-5 (coupled structures)
+            if hi - lo < 1e-5 * hi or _one_structure_apart(plans[lo], plans[hi]):
                 break
             mid = (lo + hi) / 2
             lo, hi = (lo, mid) if meets(mid) else (mid, hi)
