@@ -3,7 +3,7 @@ final accuracy after the whole round (ADMM, hard prune + retrain, purification) 
 
     python -m benchmarks.proxy_rank --model lenet5 --params-x 30 --proposals 8
 
-One search run (``ac compress MODEL --params-x X``, one round) makes the dense model and the proposals
+One search run (``ac compress MODEL --params-x X --search-rounds 1``) makes the dense model and the proposals
 (``search.jsonl``); ``--proposals`` distinct specs spread over its proxy accuracies are then each run through
 the same round from the same dense model (``--search uniform --prune-rates SPEC --dense dense.pt``). Writes
 ``benchmarks/results/proxy_rank-<model>.{json,md,png}``.
@@ -38,7 +38,8 @@ def _spread(lines: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
 
 
 def _round(model: str, preset: str, overrides: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    overrides = {"run.target": "x86", "run.bench": "none", "run.runs_dir": str(workdir / "runs"), **overrides}
+    overrides = {"run.target": "x86", "run.bench": "none", "run.runs_dir": str(workdir / "runs"),
+                 "search.rounds": 1, **overrides}  # one round: every proposal is scored against the same target
     return compress(model, preset, overrides)
 
 
