@@ -1,12 +1,12 @@
 """The stage pipeline's pruning half (docs/architecture.md): dense model, then rounds of
-``ADMM -> hard prune + masked retrain -> purify``.
+``search -> ADMM -> hard prune + masked retrain -> purify`` (``search.method = uniform``: one rate instead).
 
 A stage names its products in the run directory; ``done(run)`` is true when they all exist, and then
 ``restore`` rebuilds the typed :class:`State` from them instead of running again. A half-done training stage
 continues from its newest checkpoint (``checkpoints/<stage>-<epoch>.pt``, stage names such as ``admm-r1``).
 Masks always come from a stage's saved products (``rounds/<r>/masks.pt``, ``purified.pt``), never from
-re-projecting weights. The uniform baseline is the same pipeline with ``prune.method = "oneshot"``: the round
-has no ADMM stage and hard-prunes the dense model at once.
+re-projecting weights; a later round keeps every structure an earlier one removed. With
+``prune.method = "oneshot"`` the round has no ADMM stage and hard-prunes at once.
 """
 
 from __future__ import annotations
