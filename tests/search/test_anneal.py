@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict
 
 import pytest
@@ -16,14 +16,6 @@ from ac_toolchain.search.anneal import COLLAPSE, Annealer, AnnealSettings, Propo
 from ac_toolchain.search.cost import Cost
 from ac_toolchain.search.space import CAP, Space, Unit, depths, spec_of
 from ac_toolchain.zoo import build_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ forward hooks here (weight elements x output positions of each conv / linear cal
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -27,13 +26,6 @@ from tests.nets import BLOCKS, RandomNet
 MAC_LAYERS = (nn.Conv2d, nn.Linear, CompactConv2d, GatherLinear)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """These models are tiny: on shared cores torch's intra-op threads only contend (80 s instead of 15 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def physical_cost(model: nn.Module, x: torch.Tensor) -> Cost:

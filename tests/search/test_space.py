@@ -7,7 +7,6 @@ produces, which reads only zero patterns.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -29,15 +28,6 @@ from ac_toolchain.search.space import (
     units_of,
 )
 from ac_toolchain.zoo import build_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 X = torch.randn(1, 1, 28, 28)
 
