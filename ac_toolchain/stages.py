@@ -23,6 +23,7 @@ from torch import nn
 
 from ac_toolchain.config import CompressConfig, targets
 from ac_toolchain.context import Run, build, console, round_spec, train_stage
+from ac_toolchain.errors import ConfigError
 from ac_toolchain.graph import Graph, trace
 from ac_toolchain.prune.admm import Admm, AdmmSettings
 from ac_toolchain.prune.purify import purify_dead, purify_redundant
@@ -184,7 +185,10 @@ class SearchStage(RoundStage):
 
     def run(self, run: Run, state: State) -> State:
         cfg, s = run.cfg, run.cfg.search
-        objective, reduction = round_target(cfg, self.r) or ("params", 1.0)  # the config check asks for a target
+        target = round_target(cfg, self.r)
+        if target is None:  # ac compress checks this before the run directory (config.check_search)
+            raise ConfigError("--search anneal needs a reduction target (--params-x N or --flops-x N)")
+        objective, reduction = target
         space = _space(run, state, objective)
         proxy = Proxy(state.model, space.masks, run.splits.train, run.splits.val, run.device, s.bn_batches,
                       cfg.train.batch_size, cfg.run.seed, s.val_images)  # fmt: skip
