@@ -17,7 +17,7 @@ from ac_toolchain import config as cfgmod
 from ac_toolchain.compile import Target, get_target
 from ac_toolchain.compile.tvm_build import TVM_ONNX, compile_onnx, sha256
 from ac_toolchain.context import build, example_input
-from ac_toolchain.errors import CheckpointError, DeviceError
+from ac_toolchain.errors import CheckpointError, ConfigError, DeviceError
 from ac_toolchain.report.render import render_markdown
 from ac_toolchain.runs import atomic_write_text, load_state_dict, safe_name
 from android_bench.bench import baseline_from, bench, check_gate, speedup_table, write_json
@@ -40,6 +40,16 @@ def device_for(target: str, choice: str) -> str | None:
     if name in (None, "none"):
         return None
     check_name(name)
+    return name
+
+
+def latency_device(target: str, choice: str) -> str:
+    """The device the latency objective measures its tables on: the bench device, or the target's own where
+    ``--bench none``; a ConfigError where the target has none."""
+    name = device_for(target, choice) or AUTO_DEVICES.get(target)
+    if name is None:
+        raise ConfigError(f"--latency-x needs a device to measure on; target {target} has none here: use "
+                          f"--target {' or '.join(AUTO_DEVICES)}, or --params-x / --flops-x")  # fmt: skip
     return name
 
 

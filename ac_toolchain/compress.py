@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ac_toolchain import config as cfgmod
-from ac_toolchain.bench import QUICK, bench_run, device_for, report_entry
+from ac_toolchain.bench import QUICK, bench_run, device_for, latency_device, report_entry
 from ac_toolchain.compact import compact, expand_columns
 from ac_toolchain.compile import get_target
 from ac_toolchain.compile.tuning import check_tunable
@@ -28,9 +28,12 @@ from ac_toolchain.config import CompressConfig
 from ac_toolchain.context import Run, console, open_run
 from ac_toolchain.count import count
 from ac_toolchain.export import check_with_onnxruntime, export_onnx
+from ac_toolchain.graph import trace
+from ac_toolchain.latency import check_profilable, read_model
 from ac_toolchain.report import write_report
 from ac_toolchain.runs import atomic_save
-from ac_toolchain.stages import State, new_state, pruning_stages, run_stages
+from ac_toolchain.search.cost import called_modules, masks_cost, structure_cost
+from ac_toolchain.stages import Dense, State, latency_path, new_state, pruning_stages, run_stages
 from ac_toolchain.train import evaluate, make_loader
 
 Results = dict[str, Any]
@@ -40,6 +43,8 @@ def _check_target(cfg: CompressConfig) -> None:
     check_toolchain(get_target(cfg.run.target))  # fail before training, not after
     check_tunable(get_target(cfg.run.target), cfg.run.tune_trials)
     device_for(cfg.run.target, cfg.run.bench)
+    if "latency" in cfgmod.targets(cfg.search):
+        check_profilable(latency_device(cfg.run.target, cfg.run.bench))
 
 
 COMPRESS_CHECKS = (_check_target,)
@@ -99,6 +104,24 @@ def bench_stage(run: Run, device: str, results: Results) -> None:
     console.print(f"speed-up dense → compressed on {device}: [bold]{result['speedup']}×[/] ({result['metric']})")
 
 
+def latency_stage(run: Run, model: nn.Module, results: Results) -> None:
+    """With latency tables in the run: the compressed model's predicted cost and speed-up (the report puts the
+    measured one beside it)."""
+    path = latency_path(run)
+    if not path.is_file():
+        return
+    tables = read_model(path)
+    net = model.cpu().eval()
+    graph, used = trace(net, run.example), called_modules(net, run.example)
+    cost = masks_cost(graph, {}, used, tables)  # of its zero pattern
+    dense = structure_cost(graph, (), {}, used, tables).latency  # nothing removed
+    model.to(run.device)
+    results["latency"] = {"device": tables.device, "metric": tables.metric, "unit": tables.unit,
+                          "dense": round(dense, 3), "compressed": round(cost.latency, 3),
+                          "predicted_speedup": round(dense / cost.latency, 3), "tables": str(path)}  # fmt: skip
+    console.print(f"predicted speed-up on {tables.device}: [bold]{dense / cost.latency:.2f}×[/] ({tables.metric})")
+
+
 def _under_qemu(out_dir: Path, x: np.ndarray) -> np.ndarray:
     from android_bench.qemu import QemuDevice
 
@@ -141,12 +164,13 @@ def compress(
     run = open_run(cfg, run_dir, COMPRESS_CHECKS, after_model=(cfgmod.check_search,))
     results: Results = {}
     stages = pruning_stages(run)
-    state = run_stages(run, stages[:1], new_state(run))
+    dense_at = next(i for i, stage in enumerate(stages) if isinstance(stage, Dense)) + 1
+    state = run_stages(run, stages[:dense_at], new_state(run))
     with run.stage("evaluate dense"):
         export_onnx(state.model.cpu().eval(), run.example, run.dir / "dense.onnx")  # what `ac bench` compares with
         state.model.to(run.device)
         measure(run, state.model, "dense", results)
-    state = run_stages(run, stages[1:], state)
+    state = run_stages(run, stages[dense_at:], state)
     atomic_save(state.model.state_dict(), run.dir / "compressed.pt")
     results.update(round_results(state))
     with run.stage("evaluate compressed"):
@@ -156,6 +180,7 @@ def compress(
         export_stage(run, net, results)
     with run.stage(f"compile {cfg.run.target}"):
         compile_stage(run, net, results)
+    latency_stage(run, net, results)
     bench_device = device_for(cfg.run.target, cfg.run.bench)
     if bench_device:
         with run.stage(f"bench on {bench_device}"):

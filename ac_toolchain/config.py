@@ -21,7 +21,7 @@ from ac_toolchain.errors import ConfigError
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "models"
 SCHEMES = ("filter", "channel", "column", "filter+column")
 SEARCH_METHODS = ("anneal", "uniform")
-TARGET_KEYS = {"search.params_x": "params", "search.flops_x": "flops"}  # reduction target -> its objective
+TARGET_KEYS = {"search.params_x": "params", "search.flops_x": "flops", "search.latency_x": "latency"}  # -> objective
 ENERGIES = ("points", "fraction")
 PRUNE_METHODS = ("admm", "oneshot")
 
@@ -105,6 +105,9 @@ class SearchConfig:
     params_x: float = _opt(0.0, "final params reduction (dense / compressed, analytic, before purification); "
                            "0: none", flag="--params-x", min=0.0)  # fmt: skip
     flops_x: float = _opt(0.0, "final FLOPs (MACs) reduction; 0: none", flag="--flops-x", min=0.0)
+    latency_x: float = _opt(0.0, "final latency reduction predicted by latency tables measured first on the "
+                            "bench device (--bench; auto: the target's own); 0: none", flag="--latency-x",
+                            min=0.0)  # fmt: skip
     rounds: int = _opt(1, "compression rounds; round r targets reduction^(r/rounds)", flag="--search-rounds", min=1)
     proposals: int = _opt(0, "proposals per round at most (0: until t_stop)", flag="--search-proposals", min=0)
     time_budget: float = _opt(0.0, "seconds of search per round at most (0: none; cuts the same-seed replay "
@@ -226,7 +229,7 @@ def targets(search: SearchConfig) -> dict[str, float]:
             if getattr(search, key.split(".")[1]) > 0}  # fmt: skip
 
 
-def _target_flags() -> str:
+def target_flags() -> str:
     return ", ".join(f"--{k.split('.')[1].replace('_', '-')} N" for k in TARGET_KEYS)
 
 
@@ -234,7 +237,7 @@ def _check_targets(cfg: CompressConfig) -> None:
     """At most one reduction target, each >= 1."""
     given = targets(cfg.search)
     if len(given) > 1:
-        raise ConfigError(f"set one reduction target, not {len(given)} ({_target_flags()}; the others 0)")
+        raise ConfigError(f"set one reduction target, not {len(given)} ({target_flags()}; the others 0)")
     for obj, x in given.items():
         if x < 1.0:
             raise ConfigError(f"search.{obj}_x = {x}: a reduction is >= 1 (dense / compressed)")
@@ -246,7 +249,7 @@ def check_search(cfg: CompressConfig) -> None:
         raise ConfigError("--prune-rates FILE fixes every layer's rate; the search chooses them itself: add "
                           "--search uniform to use the file")  # fmt: skip
     if cfg.search.method == "anneal" and not targets(cfg.search):
-        raise ConfigError(f"--search anneal needs a reduction target ({_target_flags()}); or --search uniform with "
+        raise ConfigError(f"--search anneal needs a reduction target ({target_flags()}); or --search uniform with "
                           "--prune-rate R / --prune-rates FILE")  # fmt: skip
 
 

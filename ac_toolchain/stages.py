@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,15 +22,17 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from ac_toolchain.config import CompressConfig, targets
+from ac_toolchain.bench import latency_device
+from ac_toolchain.config import CompressConfig, target_flags, targets
 from ac_toolchain.context import Run, build, console, round_spec, train_stage
 from ac_toolchain.errors import ConfigError
 from ac_toolchain.graph import Graph, trace
+from ac_toolchain.latency import latency_model, read_model, write_model
 from ac_toolchain.prune.admm import Admm, AdmmSettings
 from ac_toolchain.prune.purify import purify_dead, purify_redundant
 from ac_toolchain.prune.schemes import Masks, apply_masks, project
 from ac_toolchain.prune.spec import Spec, load_spec, rates_and_schemes, spec_to_json
-from ac_toolchain.runs import atomic_save, atomic_write_text, load_state_dict, safe_load
+from ac_toolchain.runs import atomic_save, atomic_write_text, load_state_dict, safe_load, safe_name
 from ac_toolchain.search.anneal import Annealer, AnnealSettings
 from ac_toolchain.search.cost import called_modules
 from ac_toolchain.search.proxy import Proxy
@@ -93,6 +96,34 @@ def val_accuracy(run: Run, model: nn.Module) -> float | None:
 def _settings(run: Run, epochs: int, lr: float) -> FitSettings:
     t = run.cfg.train
     return FitSettings(epochs, lr, t.batch_size, t.momentum, t.weight_decay, t.max_batches)
+
+
+def latency_path(run: Run) -> Path:
+    """``<run>/latency/<device>.json``: the latency tables of the run's model on its bench device."""
+    return run.dir / "latency" / f"{safe_name(latency_device(run.cfg.run.target, run.cfg.run.bench))}.json"
+
+
+class LatencyTables(Stage):
+    """The latency objective's tables (ac_toolchain/latency.py), measured on the bench device before anything
+    trains (cells are cached across runs); the final target is checked against them at once."""
+
+    name = "latency tables"
+
+    def products(self, run: Run) -> list[Path]:
+        return [latency_path(run)]
+
+    def run(self, run: Run, state: State) -> State:
+        device = latency_device(run.cfg.run.target, run.cfg.run.bench)
+        console.print(f"measuring latency tables on {device} (cached cells are reused)")
+        with tempfile.TemporaryDirectory() as work:
+            model = latency_model(state.model.cpu(), run.example, device, Path(work))
+        state.model.to(run.device)
+        write_model(model, self.products(run)[0])
+        return self.restore(run, state)
+
+    def restore(self, run: Run, state: State) -> State:
+        _space(run, state, "latency").check_reachable(targets(run.cfg.search)["latency"])
+        return state
 
 
 class Dense(Stage):
@@ -167,8 +198,10 @@ def round_target(cfg: CompressConfig, r: int) -> tuple[str, float] | None:
 
 def _space(run: Run, state: State, objective: str) -> Space:
     """The search space over the current model's weights; earlier rounds' masks stay."""
+    latency = read_model(latency_path(run)) if objective == "latency" else None
     model = state.model.cpu()
-    space = Space(trace(model, run.example), objective, called_modules(model, run.example), base=state.masks)
+    space = Space(trace(model, run.example), objective, called_modules(model, run.example), base=state.masks,
+                  latency=latency)  # fmt: skip
     state.model.to(run.device)
     return space
 
@@ -187,7 +220,7 @@ class SearchStage(RoundStage):
         cfg, s = run.cfg, run.cfg.search
         target = round_target(cfg, self.r)
         if target is None:  # ac compress checks this before the run directory (config.check_search)
-            raise ConfigError("--search anneal needs a reduction target (--params-x N or --flops-x N)")
+            raise ConfigError(f"--search anneal needs a reduction target ({target_flags()})")
         objective, reduction = target
         space = _space(run, state, objective)
         proxy = Proxy(state.model, space.masks, run.splits.train, run.splits.val, run.device, s.bn_batches,
@@ -350,7 +383,8 @@ class Purify(RoundStage):
 
 def pruning_stages(run: Run) -> list[Stage]:
     """Dense, then each round's stages, as the config asks."""
-    stages: list[Stage] = [Dense()]
+    stages: list[Stage] = [LatencyTables()] if "latency" in targets(run.cfg.search) else []
+    stages.append(Dense())
     for r in range(1, run.cfg.search.rounds + 1):
         stages.append(SearchStage(r) if run.cfg.search.method == "anneal" else RoundStart(r))
         if run.cfg.prune.method == "admm":

@@ -44,6 +44,7 @@ class Device(ABC):
     arch: str  # "x86_64" or "aarch64": which compiled artifacts it can run
     metric: str  # "latency_us" (samples, wall-clock) or "instructions" (deterministic counts)
     static_target: str | None = None  # the compile target its runners are built for; None: the arch's default
+    profiles = False  # whether profile_cells measures (latency tables), or says why it cannot
 
     @abstractmethod
     def fingerprint(self) -> dict[str, str]:
@@ -62,6 +63,14 @@ class Device(ABC):
         Calls `on_sample(us)` for every timed sample as it arrives, so callers can keep partial results
         when the device goes away (then a DeviceError is raised).
         """
+
+    def profile_cells(self, runner: Path, cells: Path, settings: BenchSettings) -> list[float]:
+        """The cost of every cell of a ``--conv-table`` file (one conv shape per line) in this device's metric,
+        measured by the table runner in the folder ``runner`` (ac_toolchain/latency.py builds both)."""
+        raise DeviceError(
+            f"{self.name} cannot build latency tables (it has no per-kernel-call measurement); "
+            "profile on host (time) or qemu-arm64 (aarch64 instruction counts)"
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release locks and temporary files."""

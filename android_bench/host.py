@@ -14,8 +14,9 @@ from typing import IO, Any
 
 from ac_toolchain.errors import DeviceError
 from android_bench.device import BenchSettings, Device
-from android_bench.protocol import parse_runner_output, runner_command
-from android_bench.stats import thermal_zones
+from android_bench.local import run_runner
+from android_bench.protocol import parse_runner_output, parse_table_output, runner_command, table_command
+from android_bench.stats import summarize, thermal_zones
 
 ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}  # platform → artifact arch
 THERMAL_ROOT = Path("/sys/class/thermal")
@@ -39,6 +40,7 @@ def _read(path: Path) -> str:
 
 class HostDevice(Device):
     name = "host"
+    profiles = True
     metric = "latency_us"
 
     def __init__(self) -> None:
@@ -84,6 +86,12 @@ class HostDevice(Device):
             "samples_us": out["samples_us"],
             "runner": {"start": out["start"], "done": out["done"]},
         }
+
+    def profile_cells(self, runner: Path, cells: Path, settings: BenchSettings) -> list[float]:
+        """Median microseconds of every cell (``settings.runs`` timed kernel calls each, after the warm-up)."""
+        settings = dataclasses.replace(settings, threads=settings.threads or os.cpu_count() or 1)
+        out = run_runner(runner, table_command(settings, str(cells.resolve())))
+        return [summarize(samples)["median"] for samples in parse_table_output(out.splitlines())]
 
 
 def _start(artifact: Path, settings: BenchSettings, err: IO[str]) -> subprocess.Popen[str]:

@@ -29,6 +29,27 @@ def runner_command(settings: BenchSettings, manifest: str = "manifest.json") -> 
     ]
 
 
+def table_command(settings: BenchSettings, cells: str = "cells.txt") -> list[str]:
+    """argv of the runner's ``--conv-table`` mode (the kernel alone on many shapes), relative to its folder."""
+    return ["./runner", "--conv-table", cells, *("--warmup", str(settings.warmup)), *("--runs", str(settings.runs)),
+            *("--threads", str(settings.threads)), *("--seed", str(settings.seed))]  # fmt: skip
+
+
+def parse_table_output(lines: Iterable[str]) -> list[list[float]]:
+    """The timed samples (us) of every cell of a ``--conv-table`` run, in cell order."""
+    cells: list[list[float]] = []
+    done = None
+    for line in lines:
+        event = _event(line)
+        if event.get("event") == "cell":
+            cells.append([float(v) for v in event.get("samples_us", [])])
+        elif event.get("event") == "done":
+            done = event
+    if done is None or done.get("cells") != len(cells):
+        raise DeviceError(f"the conv-table runner stopped early after {len(cells)} cell(s) (crashed or killed)")
+    return cells
+
+
 def parse_runner_output(lines: Iterable[str], on_sample: Callable[[float], None] | None = None) -> dict[str, Any]:
     """Read the runner's events; returns {"start": {...}, "samples_us": [...], "done": {...}}.
 

@@ -12,6 +12,7 @@ import platform
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,8 +20,9 @@ import numpy as np
 
 from ac_toolchain import native
 from ac_toolchain.errors import DeviceError
-from android_bench.device import CountingDevice
-from android_bench.local import counted_run, infer
+from android_bench.device import BenchSettings, CountingDevice
+from android_bench.local import counted_run, infer, run_runner
+from android_bench.protocol import parse_table_output, table_command
 
 QEMU = "qemu-aarch64"
 INSTALL_HINT = "install it with: bash scripts/install-system-deps.sh (Debian: apt-get install qemu-user)"
@@ -28,6 +30,7 @@ INSTALL_HINT = "install it with: bash scripts/install-system-deps.sh (Debian: ap
 
 class QemuDevice(CountingDevice):
     name = "qemu-arm64"
+    profiles = True
     arch = "aarch64"
 
     def __init__(self, base_runs: int = 1) -> None:
@@ -48,10 +51,26 @@ class QemuDevice(CountingDevice):
 
     @staticmethod
     def _read(out: Path, artifact: Path) -> int:
-        match = re.fullmatch(r"insns (\d+)\s*", out.read_text() if out.is_file() else "")
+        match = re.match(r"insns (\d+)\n", out.read_text() if out.is_file() else "")
         if match is None:
             raise DeviceError(f"the qemu plugin wrote no instruction count for {artifact}")
         return int(match.group(1))
+
+    def profile_cells(self, runner: Path, cells: Path, settings: BenchSettings) -> list[float]:
+        """Guest instructions of one kernel call per cell (after one warm-up call, one thread): the plugin's count
+        between the marks around it, less what an empty pair of marks costs."""
+        once = BenchSettings(warmup=1, runs=1, min_seconds=0.0, threads=1, seed=settings.seed)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "count.out"
+            prefix = [QEMU, "-plugin", f"{self.plugin()},out={out}"]
+            stdout = run_runner(runner, table_command(once, str(cells.resolve())), prefix)
+            n = len(parse_table_output(stdout.splitlines()))
+            marks = [int(m) for m in re.findall(r"^mark (\d+)$", out.read_text(), flags=re.MULTILINE)]
+        if len(marks) != 2 * n + 2:
+            raise DeviceError(f"the qemu plugin recorded {len(marks)} marks for {n} cells (expected {2 * n + 2}); "
+                              "rebuild the plugin (its sources changed?)")  # fmt: skip
+        idle = marks[1] - marks[0]
+        return [float(marks[2 * i + 3] - marks[2 * i + 2] - idle) for i in range(n)]
 
     def infer(self, artifact: Path, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One inference under qemu (for checking outputs against torch)."""

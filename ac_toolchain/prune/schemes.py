@@ -197,11 +197,23 @@ def _column(plan: Plan, e: LayerPlan, rate: float) -> None:
     _plan_columns(plan, e, rate)
 
 
+def filter_split(rate: float) -> float:
+    """The rate filter+column applies to filters and to columns each: the GEMM matrix keeps ``1 - rate``."""
+    return 1.0 - math.sqrt(1.0 - rate)
+
+
+def rate_keeping(scheme: str, kept: int, total: int) -> float:
+    """The rate at which a layer of ``total`` filters keeps exactly ``kept`` under ``scheme`` (filter or
+    filter+column; filter+column's columns then keep the same fraction)."""
+    keep = kept / total
+    return 1.0 - keep if scheme == "filter" else 1.0 - keep * keep
+
+
 def _filter_column(plan: Plan, e: LayerPlan, rate: float) -> None:
     if not plan.graph.filter_groups(e.name):  # e.g. the classifier: its columns take the whole rate
         _plan_columns(plan, e, rate)
         return
-    split = 1.0 - math.sqrt(1.0 - rate)
+    split = filter_split(rate)
     e.rate = split
     _filter(plan, e, split)
     _plan_columns(plan, e, split)

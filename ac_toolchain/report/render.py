@@ -61,6 +61,7 @@ def build_report(
         "onnx_max_abs_diff": results["onnx_max_abs_diff"],
         "compile": {"target": target.name, "tvm_target": target.tvm_target, **results.get("compile", NOT_COMPILED)},
         "bench": results.get("bench", {}),
+        "latency": results.get("latency"),
         "artifacts": _artifacts(run_dir, target.name),
         "timings": timings,
         "config": to_dict(cfg),
@@ -162,6 +163,20 @@ def _bench_lines(benches: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _latency_lines(r: dict[str, Any]) -> list[str]:
+    """Predicted (latency tables) and measured (bench) speed-up side by side, for the tables' device."""
+    lat = r.get("latency")
+    if not lat:
+        return []
+    measured = r.get("bench", {}).get(lat["device"], {}).get("speedup")
+    shown = f"{measured}×" if measured is not None else f"not measured (`ac bench RUN --device {lat['device']}`)"
+    return ["## Latency objective", "",
+            f"| on {lat['device']} ({lat['metric']}) | dense | compressed | speed-up |", "|---|---:|---:|---:|",
+            f"| predicted by the latency tables | {lat['dense']:,.0f} | {lat['compressed']:,.0f} | "
+            f"{lat['predicted_speedup']}× |",
+            f"| measured | | | {shown} |", "", f"Tables: `{lat['tables']}`.", ""]  # fmt: skip
+
+
 def render_markdown(r: dict[str, Any]) -> str:
     d, c, ratio = r["dense"], r["compressed"], r["ratios"]
     lines = [
@@ -193,6 +208,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         *_admm_lines(r),
         *_purify_lines(r),
         *_bench_lines(r.get("bench", {})),
+        *_latency_lines(r),
         "## Timings (s)",
         "",
         *[f"- {stage}: {sec:.1f}" for stage, sec in r["timings"].items()],

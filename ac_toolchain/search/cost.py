@@ -16,7 +16,9 @@ without building anything: no tracing, no compaction, no reading of weight value
 5. BatchNorm keeps its affine entries of live channels; any other module counts its parameters whole, when
    the forward calls it (``used_modules``; None counts every module).
 
-FLOPs are multiply-accumulates of conv / linear layers per sample, as in :mod:`ac_toolchain.count`.
+FLOPs are multiply-accumulates of conv / linear layers per sample, as in :mod:`ac_toolchain.count`. Latency,
+when a :class:`~ac_toolchain.search.latency.LatencyModel` is given, is each conv's table looked up at its kept
+filters, kept input channels and kept columns (rule 3), plus the model's measured rest.
 """
 
 from __future__ import annotations
@@ -33,17 +35,20 @@ from ac_toolchain.graph import Graph, weight_of
 
 if TYPE_CHECKING:
     from ac_toolchain.prune.schemes import Plan
+    from ac_toolchain.search.latency import LatencyModel
 
 
 @dataclass(frozen=True)
 class Cost:
-    """Parameter elements and multiply-accumulates (conv / linear) per sample."""
+    """Parameter elements, multiply-accumulates (conv / linear) per sample and, with a latency model, the
+    predicted latency in its unit (0 without one)."""
 
     params: int
     flops: int
+    latency: float = 0.0
 
     def __add__(self, other: Cost) -> Cost:
-        return Cost(self.params + other.params, self.flops + other.flops)
+        return Cost(self.params + other.params, self.flops + other.flops, self.latency + other.latency)
 
 
 # ---- layer geometry (shapes only)
@@ -105,11 +110,14 @@ def _keep_one_per_layer(graph: Graph, gone: set[int]) -> set[int]:
 
 
 # ---- counting (rules 3-5), given the groups that go and each layer's non-zero columns
-def _layer_cost(graph: Graph, layer: str, gone: set[int], nonzero: torch.Tensor | None) -> Cost:
+def _layer_cost(
+    graph: Graph, layer: str, gone: set[int], nonzero: torch.Tensor | None, latency: LatencyModel | None = None
+) -> Cost:
     """``nonzero``: bool [K] GEMM columns with a non-zero entry in a kept filter; None: kept whole."""
     mod, spatial = graph.module(layer), _spatial(graph, layer)
     if nonzero is None:
-        return Cost(sum(p.numel() for p in mod.parameters(recurse=False)), weight_of(mod).numel() * spatial)
+        macs = weight_of(mod).numel() * spatial
+        return Cost(sum(p.numel() for p in mod.parameters(recurse=False)), macs, _time(latency, layer, None, macs))
     live = _outside(_column_groups(graph, layer), gone)
     n_all, n_nonzero = int(live.sum()), int((nonzero & live).sum())
     rows = sum(g not in gone for g in graph.layer_out[layer])
@@ -117,9 +125,21 @@ def _layer_cost(graph: Graph, layer: str, gone: set[int], nonzero: torch.Tensor 
     bias = rows if getattr(mod, "bias", None) is not None else 0
     if _is_depthwise(mod):  # one weight row per channel; a single channel left is a dense conv
         cols = n_nonzero if gather and rows == 1 else n_all
-        return Cost(cols + bias, cols * spatial)
+        return Cost(cols + bias, cols * spatial, _time(latency, layer, None, cols * spatial))
     cols = n_nonzero if gather else n_all
-    return Cost(rows * cols + bias, rows * cols * spatial)
+    time = _time(latency, layer, (rows, n_all / _taps(graph, layer), cols), rows * cols * spatial)
+    return Cost(rows * cols + bias, rows * cols * spatial, time)
+
+
+def _time(latency: LatencyModel | None, layer: str, kept: tuple[int, float, int] | None, macs: int) -> float:
+    """A layer's predicted cost: its table at (filters, input channels, columns) kept (None: dense), or the
+    model's cost per MAC for a layer without a table."""
+    if latency is None:
+        return 0.0
+    table = latency.layers.get(layer)
+    if table is None:
+        return latency.per_mac * macs
+    return table.dense() if kept is None else table.predict(*kept)
 
 
 def _bn_cost(graph: Graph, gone: set[int]) -> tuple[Cost, set[str]]:
@@ -134,10 +154,13 @@ def _bn_cost(graph: Graph, gone: set[int]) -> tuple[Cost, set[str]]:
     return Cost(params, 0), set(live)
 
 
-def _tally(graph: Graph, gone: set[int], nonzero: Mapping[str, torch.Tensor], used: Collection[str] | None) -> Cost:
-    total = Cost(0, 0)
+def _tally(
+    graph: Graph, gone: set[int], nonzero: Mapping[str, torch.Tensor], used: Collection[str] | None,
+    latency: LatencyModel | None = None,
+) -> Cost:  # fmt: skip
+    total = Cost(0, 0, latency.rest if latency is not None else 0.0)
     for layer in graph.layers:
-        total += _layer_cost(graph, layer, gone, nonzero.get(layer))
+        total += _layer_cost(graph, layer, gone, nonzero.get(layer), latency)
     bn, bn_names = _bn_cost(graph, gone)
     counted = set(graph.layers) | bn_names
     for name, mod in graph.model.named_modules():  # every other module the forward calls counts whole
@@ -163,9 +186,11 @@ def structure_cost(
     dead: Collection[int],
     columns: Mapping[str, torch.Tensor],
     used_modules: Collection[str] | None = None,
+    latency: LatencyModel | None = None,
 ) -> Cost:
-    """Params / MACs of what survives when the groups ``dead`` are removed and each layer keeps only the GEMM
-    columns marked True in ``columns[layer]`` (bool [C*KH*KW] or [in_features]; absent: all columns).
+    """Params / MACs (and, with ``latency``, the predicted latency) of what survives when the groups ``dead`` are
+    removed and each layer keeps only the GEMM columns marked True in ``columns[layer]`` (bool [C*KH*KW] or
+    [in_features]; absent: all columns).
 
     Like the compactor on the pruned model, a group that loses every column in all its consumers goes too, and
     a layer left without inputs or outputs keeps one group. ``columns`` of depthwise / grouped convs are
@@ -183,12 +208,12 @@ def structure_cost(
     for layer in _tracked(graph):
         kept_rows = [g for g in graph.layer_out[layer] if g not in gone]
         nonzero_of[layer] = _plan_nonzero(graph, layer, dead, kept_rows, columns.get(layer))
-    return _tally(graph, gone, nonzero_of, used_modules)
+    return _tally(graph, gone, nonzero_of, used_modules, latency)
 
 
-def plan_cost(plan: Plan, used_modules: Collection[str] | None = None) -> Cost:
+def plan_cost(plan: Plan, used_modules: Collection[str] | None = None, latency: LatencyModel | None = None) -> Cost:
     """The cost of a pruning plan: its pruned groups removed, its kept columns kept."""
-    return structure_cost(plan.graph, plan.pruned_groups, plan.columns, used_modules)
+    return structure_cost(plan.graph, plan.pruned_groups, plan.columns, used_modules, latency)
 
 
 # ---- from 0/1 masks
@@ -199,7 +224,10 @@ def _live_entries(graph: Graph, masks: Mapping[str, torch.Tensor], layer: str) -
     return source.detach().cpu().ne(0).reshape(source.shape[0], -1)
 
 
-def masks_cost(graph: Graph, masks: Mapping[str, torch.Tensor], used_modules: Collection[str] | None = None) -> Cost:
+def masks_cost(
+    graph: Graph, masks: Mapping[str, torch.Tensor], used_modules: Collection[str] | None = None,
+    latency: LatencyModel | None = None,
+) -> Cost:  # fmt: skip
     """The cost of the structure 0/1 masks leave (``{param name: mask of its shape}``).
 
     A group goes when every ``in`` slice of it is zero in the mask (in the weight, for a parameter without a
@@ -218,7 +246,7 @@ def masks_cost(graph: Graph, masks: Mapping[str, torch.Tensor], used_modules: Co
             nonzero_of[layer] = live.reshape(-1)  # each channel is its own filter
         else:
             nonzero_of[layer] = live[_outside(graph.layer_out[layer], gone)].any(dim=0)
-    return _tally(graph, gone, nonzero_of, used_modules)
+    return _tally(graph, gone, nonzero_of, used_modules, latency)
 
 
 def called_modules(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]) -> frozenset[str]:

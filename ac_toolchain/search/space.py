@@ -24,9 +24,10 @@ import torch
 
 from ac_toolchain.errors import ConfigError
 from ac_toolchain.graph import Graph, weight_of
-from ac_toolchain.prune.schemes import Masks, Memo, Plan, masks_of, plan_graph
+from ac_toolchain.prune.schemes import Masks, Memo, Plan, filter_split, kept_count, masks_of, plan_graph, rate_keeping
 from ac_toolchain.prune.spec import LayerSpec, Spec
 from ac_toolchain.search.cost import Cost, masks_cost, plan_cost, structure_cost
+from ac_toolchain.search.latency import LatencyModel
 
 SEARCH_SCHEMES = ("filter", "column", "filter+column")  # what a unit may take ("channel" is a prune-only scheme)
 CAP = 0.995  # the largest rate a unit may take: a layer keeps at least a sliver
@@ -42,7 +43,7 @@ class Unit:
 
 def _size(graph: Graph, layer: str, objective: str) -> int:
     numel = weight_of(graph.module(layer)).numel()
-    if objective == "params":
+    if objective == "params":  # flops and latency order units by MACs
         return numel
     shape = graph.shapes.get(layer, ())
     return numel * (shape[2] * shape[3] if len(shape) == 4 else 1)
@@ -98,20 +99,24 @@ class Space:
     """Units, costs and rescaling over one model's weights (copied: later training does not move them).
 
     ``base``: masks of earlier rounds; every proposal keeps them (a pruned structure stays pruned), and its
-    cost is that of the combined masks. ``objective``: "params" or "flops".
+    cost is that of the combined masks. ``objective``: "params", "flops" or "latency" (which needs ``latency``,
+    the device's tables; the rescaling then also aligns kept filters to the counts the tables say are free).
     """
 
     graph: Graph
     objective: str
     used: Collection[str] | None = None
     base: Masks | None = None
+    latency: LatencyModel | None = None
     weights: dict[str, torch.Tensor] = field(default_factory=dict)
     memo: Memo = field(default_factory=Memo)
 
     def __post_init__(self) -> None:
+        if self.objective == "latency" and self.latency is None:
+            raise ConfigError("the latency objective needs the device's latency tables")
         self.units = units_of(self.graph, self.objective)
         self.weights = {n: weight_of(self.graph.module(n)).detach().clone() for n in self.graph.layers}
-        self.dense = structure_cost(self.graph, (), {}, self.used)  # the unpruned model, whatever its weights
+        self.dense = structure_cost(self.graph, (), {}, self.used, self.latency)  # unpruned, whatever its weights
 
     def plan(self, spec: Spec) -> Plan:
         rates = {k: v.rate for k, v in spec.items()}
@@ -126,14 +131,14 @@ class Space:
 
     def _plan_cost(self, plan: Plan) -> Cost:
         if not self.base:
-            return plan_cost(plan, self.used)
-        return masks_cost(self.graph, combine(masks_of(plan), self.base), self.used)
+            return plan_cost(plan, self.used, self.latency)
+        return masks_cost(self.graph, combine(masks_of(plan), self.base), self.used, self.latency)
 
-    def value(self, cost: Cost) -> int:
-        return cost.params if self.objective == "params" else cost.flops
+    def value(self, cost: Cost) -> float:
+        return float(getattr(cost, self.objective))
 
     def ratio(self, cost: Cost) -> float:
-        return self.value(self.dense) / max(self.value(cost), 1)
+        return self.value(self.dense) / max(self.value(cost), 1e-9)
 
     def target_cost(self, reduction: float) -> float:
         return self.value(self.dense) / reduction
@@ -145,7 +150,7 @@ class Space:
         if not any(z):
             z = [1.0] * len(z)
         goal = self.target_cost(reduction)
-        spec = lambda s: spec_of(self.units, rates_at(z, s), schemes)  # noqa: E731
+        spec = lambda s: spec_of(self.units, self.align(rates_at(z, s), schemes), schemes)  # noqa: E731
         plans: dict[float, Plan] = {}
 
         def meets(s: float) -> bool:
@@ -164,7 +169,23 @@ class Space:
             mid = (lo + hi) / 2
             lo, hi = (lo, mid) if meets(mid) else (mid, hi)
         # rounded up to the 6 digits rates.json keeps: never more structures kept than what was costed
-        return [min(CAP, math.ceil(r * 1e6) / 1e6) for r in rates_at(z, hi)]
+        return [min(CAP, math.ceil(r * 1e6) / 1e6) for r in self.align(rates_at(z, hi), schemes)]
+
+    def align(self, rates: Sequence[float], schemes: Sequence[str]) -> list[float]:
+        """With the latency objective, each unit whose first conv has a table keeps the most filters that cost
+        no more than the count its rate keeps (:meth:`LayerTable.aligned`: a part-filled tile that costs as
+        much as a full one is filled); other objectives leave the rates as they are."""
+        if self.objective != "latency" or self.latency is None:
+            return list(rates)
+        out = list(rates)
+        for i, (unit, rate, scheme) in enumerate(zip(self.units, rates, schemes, strict=True)):
+            table, total = self.latency.layers.get(unit.name), len(self.graph.filter_groups(unit.name))
+            if table is None or scheme == "column" or not total or rate <= 0:
+                continue
+            kept = kept_count(total, rate if scheme == "filter" else filter_split(rate))
+            aligned = table.aligned(kept)
+            out[i] = rate if aligned == kept else rate_keeping(scheme, aligned, total)
+        return out
 
     def check_reachable(self, reduction: float) -> None:
         """Raise :class:`TargetError` unless filter+column at the cap everywhere meets ``reduction``."""

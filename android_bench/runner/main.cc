@@ -4,6 +4,10 @@
 //
 //   ./runner --manifest manifest.json [--warmup 10] [--runs 50] [--min-seconds 2] [--threads 0] [--seed 0]
 //            [--input FILE]... [--save-outputs DIR]
+//   ./runner --conv-table CELLS [--warmup 2] [--runs 5] [--threads 0] [--seed 0]
+//
+// --conv-table measures the compact kernel the runner links (the one a model calls) on many conv shapes in one
+// process, one "cell" event per line of CELLS, for the latency tables of ac_toolchain/latency.py.
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/map.h>
 #include <tvm/ffi/container/tensor.h>
@@ -24,6 +28,9 @@
 #include <string>
 #include <vector>
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 namespace {
 
 namespace ffi = tvm::ffi;
@@ -38,6 +45,7 @@ struct Options {
   unsigned seed = 0;
   std::vector<std::string> inputs;
   std::string save_outputs;
+  std::string conv_table;
 };
 
 struct TensorSpec {
@@ -62,6 +70,7 @@ Options ParseArgs(int argc, char** argv) {
     else if (flag == "--seed") o.seed = static_cast<unsigned>(std::stoul(value));
     else if (flag == "--input") o.inputs.push_back(value);
     else if (flag == "--save-outputs") o.save_outputs = value;
+    else if (flag == "--conv-table") o.conv_table = value;
     else Fail("unknown flag " + flag + " (see android_bench/runner/README.md)");
   }
   if (o.warmup < 0 || o.runs < 1 || o.min_seconds < 0 || o.threads < 0) Fail("flag values out of range");
@@ -151,6 +160,92 @@ void PrintStart(const Options& o, const std::vector<TensorSpec>& specs) {
   std::fflush(stdout);
 }
 
+// ---- --conv-table: the kernel alone, on many shapes ----
+
+// An fd no process holds: close() only returns EBADF, and the qemu-arm64 device's plugin records its instruction
+// count at every such call (android_bench/qemu_plugin/insn_count.cc), so counts need no timer.
+constexpr int kMarkFd = -0xAC0;
+void Mark() { syscall(SYS_close, kMarkFd); }
+
+// One line of CELLS: "c h w f k kh kw sh sw ph pw dh dw" (batch 1, ReLU on, no residual). The kept rows are spread
+// evenly over the c*kh*kw im2col rows: row i of k is floor(i * c*kh*kw / k).
+struct Cell {
+  int64_t c, h, w, f, k, kh, kw, sh, sw, ph, pw, dh, dw;
+};
+
+std::vector<Cell> ReadCells(const std::string& path) {
+  std::istringstream in(ReadFile(path));
+  std::vector<Cell> cells;
+  Cell c{};
+  while (in >> c.c >> c.h >> c.w >> c.f >> c.k >> c.kh >> c.kw >> c.sh >> c.sw >> c.ph >> c.pw >> c.dh >> c.dw) {
+    if (c.k < 1 || c.k > c.c * c.kh * c.kw || c.f < 1) Fail(path + ": a cell keeps no rows, too many, or no filters");
+    cells.push_back(c);
+  }
+  if (!in.eof()) Fail(path + ": every line must hold 13 integers (c h w f k kh kw sh sw ph pw dh dw)");
+  return cells;
+}
+
+ffi::Tensor Filled(std::vector<int64_t> shape, std::mt19937* rng) {
+  ffi::Tensor t = tvm::runtime::Tensor::Empty(ffi::Shape(shape), DLDataType{kDLFloat, 32, 1}, DLDevice{kDLCPU, 0});
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  auto* data = static_cast<float*>(t.data_ptr());
+  for (size_t i = 0, n = ffi::GetDataSize(*t.GetDLTensorPtr()) / sizeof(float); i < n; ++i) data[i] = uniform(*rng);
+  return t;
+}
+
+ffi::Tensor Integers(const std::vector<int64_t>& values) {
+  ffi::Tensor t = tvm::runtime::Tensor::Empty(ffi::Shape({static_cast<int64_t>(values.size())}),
+                                              DLDataType{kDLInt, 64, 1}, DLDevice{kDLCPU, 0});
+  std::memcpy(t.data_ptr(), values.data(), values.size() * sizeof(int64_t));
+  return t;
+}
+
+int RunTable(const Options& o) {
+  if (o.threads > 0) setenv("TVM_NUM_THREADS", std::to_string(o.threads).c_str(), 1);
+  const std::vector<Cell> cells = ReadCells(o.conv_table);
+  const auto system_lib = ffi::Function::GetGlobal("ffi.SystemLib");
+  if (!system_lib) Fail("this runner was linked without the tvm-ffi system library support");
+  auto found = (*system_lib)().cast<ffi::Module>()->GetFunction("ac_compact_conv2d");
+  if (!found) Fail("no compact kernel is linked into this runner (ac_compact_conv2d not found)");
+  const ffi::Function conv = *found;
+  std::printf("{\"event\": \"start\", \"runner\": \"ac_runner\", \"version\": 1, \"mode\": \"conv-table\", "
+              "\"threads\": %d, \"warmup\": %d, \"runs\": %d, \"seed\": %u, \"cells\": %zu}\n",
+              o.threads, o.warmup, o.runs, o.seed, cells.size());
+  {  // an empty cell: what the marks and the timer cost by themselves (the qemu device subtracts it)
+    Mark();
+    volatile double idle = Micros(Clock::now() - Clock::now());
+    Mark();
+    (void)idle;
+  }
+  std::mt19937 rng(o.seed);
+  for (size_t i = 0; i < cells.size(); ++i) {
+    const Cell& c = cells[i];
+    const int64_t oh = (c.h + 2 * c.ph - c.dh * (c.kh - 1) - 1) / c.sh + 1;
+    const int64_t ow = (c.w + 2 * c.pw - c.dw * (c.kw - 1) - 1) / c.sw + 1;
+    if (oh < 1 || ow < 1) Fail("cell " + std::to_string(i) + ": the kernel does not fit the input");
+    std::vector<int64_t> rows(c.k);
+    for (int64_t r = 0; r < c.k; ++r) rows[r] = r * (c.c * c.kh * c.kw) / c.k;
+    ffi::Tensor x = Filled({1, c.c, c.h, c.w}, &rng), weight = Filled({(c.f + 7) / 8, c.k, 8}, &rng);
+    ffi::Tensor bias = Filled({c.f}, &rng), y = Filled({1, c.f, oh, ow}, &rng), kept = Integers(rows);
+    ffi::Tensor geometry = Integers({c.kh, c.kw, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, 1});
+    for (int r = 0; r < o.warmup; ++r) conv(x, weight, kept, bias, geometry, y);
+    std::vector<double> us(o.runs);
+    Mark();
+    for (int r = 0; r < o.runs; ++r) {
+      const Clock::time_point t0 = Clock::now();
+      conv(x, weight, kept, bias, geometry, y);
+      us[r] = Micros(Clock::now() - t0);
+    }
+    Mark();
+    std::string samples;
+    for (int r = 0; r < o.runs; ++r) samples += (r ? ", " : "") + std::to_string(us[r]);
+    std::printf("{\"event\": \"cell\", \"index\": %zu, \"samples_us\": [%s]}\n", i, samples.c_str());
+    std::fflush(stdout);
+  }
+  std::printf("{\"event\": \"done\", \"cells\": %zu}\n", cells.size());
+  return 0;
+}
+
 int Run(const Options& o) {
   if (o.threads > 0) setenv("TVM_NUM_THREADS", std::to_string(o.threads).c_str(), 1);
   std::vector<TensorSpec> specs = ReadInputs(o.manifest);
@@ -182,7 +277,8 @@ int Run(const Options& o) {
 
 int main(int argc, char** argv) {
   try {
-    return Run(ParseArgs(argc, argv));
+    const Options o = ParseArgs(argc, argv);
+    return o.conv_table.empty() ? Run(o) : RunTable(o);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ac_runner: error: %s\n", e.what());
     return 1;
