@@ -458,7 +458,8 @@ def compile_cmd(run_or_onnx: Path, target: str, out: Path | None, tune_trials: i
 @click.option(
     "--profile-layers",
     is_flag=True,
-    help="instead: measure every conv layer alone; writes <run>/bench/<device>-layers.json",
+    help="instead: measure the latency tables of the run's model (a grid of kept filters x input channels x rows "
+    "per conv, on the kernel alone; cached); writes <run>/latency/<device>.json",
 )
 @handle_errors
 def bench(run_dir: Path, device: str, check: Path | None, tolerance: float, save_baseline: Path | None,
@@ -473,7 +474,7 @@ def bench(run_dir: Path, device: str, check: Path | None, tolerance: float, save
 
     console.print(f"benchmarking {run_dir} on [bold]{device}[/] (building runners on first use: a few minutes)")
     if profile_layers:
-        return _print_layers(run_dir, device, BenchSettings(**settings))
+        return _print_layers(run_dir, device)
     result = bench_run(run_dir, device, BenchSettings(**settings), check, tolerance, save_baseline, cleanup)
     console.print(speedup_table(result))
     console.print(f"speed-up dense → compressed: [bold]{result['speedup']}×[/] ({result['metric']})")
@@ -483,19 +484,23 @@ def bench(run_dir: Path, device: str, check: Path | None, tolerance: float, save
         console.print(f"[green]gate passed[/] against {check} (tolerance {tolerance:.1%})")
 
 
-def _print_layers(run_dir: Path, device: str, settings: Any) -> None:
-    from ac_toolchain.bench import bench_json
-    from ac_toolchain.layer_profile import profile_layers
+def _print_layers(run_dir: Path, device: str) -> None:
+    from ac_toolchain.latency import profile_run
 
-    table = profile_layers(run_dir, device, settings)
-    digits = ",.0f" if table["metric"] == "instructions" else ",.1f"
-    view = Table("variant", "layer", "input", "filters", "kernel", "stride", "rows kept", table["unit"])
-    for r in table["rows"]:
-        view.add_row(r["variant"], r["layer"], f"{r['in_channels']}×{r['height']}×{r['width']}", str(r["out_channels"]),
-                     "×".join(map(str, r["kernel"])), "×".join(map(str, r["stride"])),
-                     f"{r['rows_kept']} / {r['rows_total']}", format(r["value"], digits))  # fmt: skip
+    result = profile_run(run_dir, device)
+    digits = ",.0f" if result["metric"] == "instructions" else ",.1f"
+    view = Table("layer", "input", "filters", "kernel", "stride", "cells", f"dense ({result['unit']})")
+    for r in result["layers"]:
+        view.add_row(r["layer"], f"{r['c']}×{r['h']}×{r['w']}", str(r["f"]), f"{r['kh']}×{r['kw']}",
+                     f"{r['sh']}×{r['sw']}", str(r["cells"]), format(r["dense"], digits))  # fmt: skip
     console.print(view)
-    console.print(f"table: {bench_json(run_dir, device + '-layers')}")
+    console.print(
+        f"dense model: measured {result['dense_measured']:{digits}}, predicted {result['dense_predicted']:{digits}}"
+    )
+    if "predicted_speedup" in result:
+        console.print(f"compressed model: predicted {result['compressed_predicted']:{digits}} "
+                      f"([bold]{result['predicted_speedup']}×[/] speed-up)")  # fmt: skip
+    console.print(f"tables: {result['tables']}")
 
 
 @main.command(name="targets", epilog="Example:  ac targets")

@@ -29,25 +29,26 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
+from ac_toolchain import config as cfgmod
 from ac_toolchain import native
 from ac_toolchain.bench import bench_target, build_artifact
 from ac_toolchain.compact import compact, expand_columns
 from ac_toolchain.compile.lowering import kernel_objects
 from ac_toolchain.compile.targets import Target
-from ac_toolchain.errors import ConfigError
+from ac_toolchain.context import build, example_input, load_splits
+from ac_toolchain.errors import CheckpointError, ConfigError
 from ac_toolchain.export import export_onnx
 from ac_toolchain.graph import trace
 from ac_toolchain.prune.schemes import prune
-from ac_toolchain.runs import atomic_write_text, safe_name
-from ac_toolchain.search.cost import called_modules, masks_cost
+from ac_toolchain.runs import atomic_write_text, load_state_dict, safe_name
+from ac_toolchain.search.cost import called_modules, masks_cost, structure_cost
 from ac_toolchain.search.latency import Cell, ConvGeometry, LatencyModel, LayerTable, cells, conv_geometries
 from android_bench.bench import METRICS
 from android_bench.device import BenchSettings, Device
 from android_bench.devices import get_device
 from android_bench.lock import DeviceLock
-from android_bench.stats import summarize
 
-TABLE_SETTINGS = BenchSettings(warmup=2, runs=7, min_seconds=0.0)  # per cell (qemu: one warm-up, one counted call)
+TABLE_SETTINGS = BenchSettings(warmup=2, runs=15, min_seconds=0.0)  # per cell (qemu: one warm-up, one counted call)
 TOTAL_SETTINGS = BenchSettings(warmup=3, runs=20, min_seconds=0.5)  # the dense model, for the rest
 
 
@@ -76,7 +77,7 @@ class CellCache:
                     "threads": threads, "kernel": kernel_digest(target)}  # fmt: skip
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
         self.path = native.cache_dir() / "latency" / f"{safe_name(device.name)}-{digest}.json"
-        self.identity = identity
+        self.identity, self.threads = identity, threads
         stored = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.values: dict[str, float] = stored.get("cells", {})
         self.rests: dict[str, dict[str, float]] = stored.get("rest", {})
@@ -92,15 +93,15 @@ class CellCache:
         atomic_write_text(text + "\n", self.path)
 
 
-def _measure_layer(device: Device, runner: Path, geo: ConvGeometry, todo: list[Cell], seed: int) -> list[float]:
+def _measure_layer(device: Device, runner: Path, geo: ConvGeometry, todo: list[Cell], threads: int) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cells.txt"
         path.write_text("".join(geo.cell_line(*cell) + "\n" for cell in todo))
-        return device.profile_cells(runner, path, replace(TABLE_SETTINGS, seed=seed))
+        return device.profile_cells(runner, path, replace(TABLE_SETTINGS, threads=threads))
 
 
-def layer_tables(device: Device, geos: dict[str, ConvGeometry], cache: CellCache, runner: Path,
-                 seed: int = 0) -> dict[str, LayerTable]:  # fmt: skip
+def layer_tables(device: Device, geos: dict[str, ConvGeometry], cache: CellCache, runner: Path
+                 ) -> dict[str, LayerTable]:  # fmt: skip
     """The table of every conv: cached cells reused, the others measured, one runner process per conv shape
     (in parallel on a counting device, whose counts do not depend on what else runs; one at a time on a timed
     one)."""
@@ -115,7 +116,10 @@ def layer_tables(device: Device, geos: dict[str, ConvGeometry], cache: CellCache
     workers = (os.cpu_count() or 1) if device.metric == "instructions" else 1
     with Progress(transient=True) as progress, ThreadPoolExecutor(workers) as pool:
         task = progress.add_task(f"latency tables on {device.name}", total=len(todo))
-        jobs = {pool.submit(_measure_layer, device, runner, geo, missing, seed): geo for geo, missing in todo.items()}
+        jobs = {
+            pool.submit(_measure_layer, device, runner, geo, missing, cache.threads): geo
+            for geo, missing in todo.items()
+        }
         for job in as_completed(jobs):
             geo = jobs[job]
             cache.values.update({CellCache.key(geo, c): v for c, v in zip(todo[geo], job.result(), strict=True)})
@@ -128,13 +132,14 @@ def layer_tables(device: Device, geos: dict[str, ConvGeometry], cache: CellCache
 REST_PROBE = 0.5  # the rest's second model: every layer's filters pruned at this rate
 
 
-def _measured_total(device: Device, model: nn.Module, example: torch.Tensor, target: Target, out: Path) -> float:
-    """One model's whole cost on the device, compacted and built as the compile stage builds it: median us, or
-    instructions per inference."""
+def measured_total(device: Device, model: nn.Module, example: torch.Tensor, target: Target, out: Path,
+                   threads: int = 0) -> float:  # fmt: skip
+    """One model's whole cost on the device, compacted and built as the compile stage builds it: instructions per
+    inference, or the fastest inference in us (as the host's cells are the fastest call)."""
     x = example[:1]
     onnx_path = export_onnx(expand_columns(compact(model.eval(), x).eval()), x, out.with_suffix(".onnx"))
-    measured = device.measure(build_artifact(onnx_path, target, out), TOTAL_SETTINGS)
-    return float(measured.get("instructions") or summarize(measured["samples_us"])["median"])
+    measured = device.measure(build_artifact(onnx_path, target, out), replace(TOTAL_SETTINGS, threads=threads))
+    return float(measured.get("instructions") or min(measured["samples_us"]))
 
 
 def _convs_and_macs(model: nn.Module, example: torch.Tensor, tables: dict[str, LayerTable]) -> tuple[float, float]:
@@ -146,7 +151,7 @@ def _convs_and_macs(model: nn.Module, example: torch.Tensor, tables: dict[str, L
 
 
 def _rest(device: Device, model: nn.Module, example: torch.Tensor, target: Target, tables: dict[str, LayerTable],
-          work: Path) -> dict[str, float]:  # fmt: skip
+          work: Path, threads: int) -> dict[str, float]:  # fmt: skip
     """What the tables leave out, ``rest + per_mac * MACs of the layers without a table`` (TVM runs those: the
     classifier), fitted to two measured models: the dense one and one with every layer's filters pruned at
     :data:`REST_PROBE`."""
@@ -154,7 +159,7 @@ def _rest(device: Device, model: nn.Module, example: torch.Tensor, target: Targe
     prune(probe, example[:1], REST_PROBE, "filter")
     points = []
     for name, m in (("dense", model), ("probe", probe)):
-        total = _measured_total(device, m, example, target, work / name)
+        total = measured_total(device, m, example, target, work / name, threads)
         convs, macs = _convs_and_macs(m, example, tables)
         points.append((total - convs, macs, total))
     (rest_d, macs_d, total_d), (rest_p, macs_p, _) = points
@@ -177,9 +182,11 @@ def check_profilable(device_name: str) -> None:
         device.close()
 
 
-def latency_model(model: nn.Module, example: torch.Tensor, device_name: str, work: Path) -> LatencyModel:
+def latency_model(model: nn.Module, example: torch.Tensor, device_name: str, work: Path,
+                  threads: int = 0) -> LatencyModel:  # fmt: skip
     """Measure (or read from the cache) the latency tables of ``model`` on ``device_name``; ``work`` holds the
-    dense model's build for the rest."""
+    two model builds of the rest. ``threads``: as ``ac bench --threads`` (0: the device's default; qemu counts
+    one thread)."""
     geos = conv_geometries(model, example)
     if not geos:
         raise ConfigError("the latency objective needs a model with convolutions; this one has none")
@@ -187,11 +194,11 @@ def latency_model(model: nn.Module, example: torch.Tensor, device_name: str, wor
     target = bench_target(device)
     with DeviceLock(device.name):
         try:
-            cache = CellCache(device, target, threads=TABLE_SETTINGS.threads)
+            cache = CellCache(device, target, threads)
             tables = layer_tables(device, geos, cache, table_runner(target))
             key = _rest_key(model, example)
             if not isinstance(cache.rests.get(key), dict):  # absent, or from an older format
-                cache.rests[key] = _rest(device, model, example, target, tables, work)
+                cache.rests[key] = _rest(device, model, example, target, tables, work, threads)
                 cache.save()
         finally:
             device.close()
@@ -212,7 +219,24 @@ def read_model(path: Path) -> LatencyModel:
         raise ConfigError(f"{path} is not a latency table ({exc}); delete it and run again to re-measure") from exc
 
 
-def geometry_rows(model: LatencyModel) -> list[dict[str, Any]]:
-    """One row per conv for reports: geometry, cells, dense cost."""
-    return [{"layer": name, **asdict(t.geometry), "cells": len(t.values), "dense": t.dense()}
-            for name, t in model.layers.items()]  # fmt: skip
+def profile_run(run_dir: Path, device_name: str) -> dict[str, Any]:
+    """``ac bench RUN --profile-layers``: the tables of a run's model on a device, written to
+    ``<run>/latency/<device>.json``; with the compressed model's predicted cost and speed-up when it exists."""
+    if not (run_dir / "config.toml").is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory (no config.toml); give the folder `ac compress` made")
+    cfg = cfgmod.load(run_dir / "config.toml")
+    model, x = build(cfg, load_splits(cfg).num_classes), example_input(cfg)
+    with tempfile.TemporaryDirectory() as work:
+        tables = latency_model(model, x, device_name, Path(work))
+    path = write_model(tables, run_dir / "latency" / f"{safe_name(tables.device)}.json")
+    graph, used = trace(model, x), called_modules(model, x)
+    dense = structure_cost(graph, (), {}, used, tables).latency
+    result: dict[str, Any] = {"tables": str(path), "device": tables.device, "metric": tables.metric,
+                              "unit": tables.unit, "dense_predicted": dense, "dense_measured": tables.total,
+                              "layers": [{"layer": name, **asdict(t.geometry), "cells": len(t.values),
+                                          "dense": t.dense()} for name, t in tables.layers.items()]}  # fmt: skip
+    if (run_dir / "compressed.pt").is_file():
+        load_state_dict(model, run_dir / "compressed.pt")
+        compressed = masks_cost(trace(model, x), {}, used, tables).latency
+        result.update(compressed_predicted=compressed, predicted_speedup=round(dense / compressed, 3))
+    return result

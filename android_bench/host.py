@@ -16,7 +16,7 @@ from ac_toolchain.errors import DeviceError
 from android_bench.device import BenchSettings, Device
 from android_bench.local import run_runner
 from android_bench.protocol import parse_runner_output, parse_table_output, runner_command, table_command
-from android_bench.stats import summarize, thermal_zones
+from android_bench.stats import thermal_zones
 
 ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}  # platform → artifact arch
 THERMAL_ROOT = Path("/sys/class/thermal")
@@ -88,10 +88,12 @@ class HostDevice(Device):
         }
 
     def profile_cells(self, runner: Path, cells: Path, settings: BenchSettings) -> list[float]:
-        """Median microseconds of every cell (``settings.runs`` timed kernel calls each, after the warm-up)."""
+        """The fastest of every cell's ``settings.runs`` timed kernel calls (after the warm-up), in microseconds:
+        on a shared machine the median of two-thread calls of one shape moved 2-10x from run to run, the fastest
+        a few percent (ac_toolchain/latency.py compares it with a model's fastest inference)."""
         settings = dataclasses.replace(settings, threads=settings.threads or os.cpu_count() or 1)
         out = run_runner(runner, table_command(settings, str(cells.resolve())))
-        return [summarize(samples)["median"] for samples in parse_table_output(out.splitlines())]
+        return [min(samples) for samples in parse_table_output(out.splitlines())]
 
 
 def _start(artifact: Path, settings: BenchSettings, err: IO[str]) -> subprocess.Popen[str]:

@@ -17,6 +17,7 @@
 #include <tvm/ffi/string.h>
 #include <tvm/runtime/tensor.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -168,7 +169,8 @@ constexpr int kMarkFd = -0xAC0;
 void Mark() { syscall(SYS_close, kMarkFd); }
 
 // One line of CELLS: "c h w f k kh kw sh sw ph pw dh dw" (batch 1, ReLU on, no residual). The kept rows are spread
-// evenly over the c*kh*kw im2col rows: row i of k is floor(i * c*kh*kw / k).
+// evenly over the channels, then the taps (as column pruning keeps some rows of most channels): the i-th of k is
+// position floor(i * c*kh*kw / k) of the (channel, tap) pairs in channel-major order.
 struct Cell {
   int64_t c, h, w, f, k, kh, kw, sh, sw, ph, pw, dh, dw;
 };
@@ -224,7 +226,12 @@ int RunTable(const Options& o) {
     const int64_t ow = (c.w + 2 * c.pw - c.dw * (c.kw - 1) - 1) / c.sw + 1;
     if (oh < 1 || ow < 1) Fail("cell " + std::to_string(i) + ": the kernel does not fit the input");
     std::vector<int64_t> rows(c.k);
-    for (int64_t r = 0; r < c.k; ++r) rows[r] = r * (c.c * c.kh * c.kw) / c.k;
+    const int64_t taps = c.kh * c.kw;
+    for (int64_t r = 0; r < c.k; ++r) {  // position j of the c*taps in channel-major order is row (tap * c + channel)
+      const int64_t j = r * (c.c * taps) / c.k;
+      rows[r] = (j % taps) * c.c + j / taps;
+    }
+    std::sort(rows.begin(), rows.end());
     ffi::Tensor x = Filled({1, c.c, c.h, c.w}, &rng), weight = Filled({(c.f + 7) / 8, c.k, 8}, &rng);
     ffi::Tensor bias = Filled({c.f}, &rng), y = Filled({1, c.f, oh, ow}, &rng), kept = Integers(rows);
     ffi::Tensor geometry = Integers({c.kh, c.kw, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, 1});

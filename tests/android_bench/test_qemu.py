@@ -104,18 +104,3 @@ def test_bad_baseline_and_non_run_folders_are_clear_errors(smoke_run: Path, tmp_
     assert code == 2 and "is not a run directory (no config.toml)" in said
     code, said = _ac("bench", str(smoke_run), "--device", "pixel")
     assert code == 2 and "qemu-arm64" in said
-
-
-def test_profile_layers_writes_one_row_per_conv(smoke_run: Path) -> None:
-    code, said = _ac("bench", str(smoke_run), "--device", "qemu-arm64", "--profile-layers")
-    assert code == 0, said
-    table = json.loads((smoke_run / "bench" / "qemu-arm64-layers.json").read_text())
-    assert (
-        table["metric"] == "instructions"
-        and [r["variant"] for r in table["rows"]] == ["dense"] * 2 + ["compressed"] * 2
-    )
-    dense, compressed = table["rows"][:2], table["rows"][2:]
-    assert [r["rows_total"] for r in dense] == [25, 150] and [r["rows_kept"] for r in dense] == [25, 150]
-    assert all(c["rows_kept"] < c["rows_total"] for c in compressed)  # filter+column: columns dropped
-    assert all(c["value"] < d["value"] for c, d in zip(compressed, dense, strict=True))
-    assert f"{dense[1]['value']:,.0f}" in said

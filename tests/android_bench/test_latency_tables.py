@@ -1,0 +1,88 @@
+"""Latency tables measured for real on qemu-arm64 (instruction counts of the table runner's marks): a tiny model
+whose kept structure sits on grid cells costs, compiled whole, what the tables predict; and `ac bench
+--profile-layers` writes the run's tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from ac_toolchain.bench import bench_target
+from ac_toolchain.cli import main
+from ac_toolchain.graph import trace
+from ac_toolchain.latency import latency_model, measured_total
+from ac_toolchain.prune.schemes import apply_masks
+from ac_toolchain.prune.spec import LayerSpec
+from ac_toolchain.search.cost import called_modules
+from ac_toolchain.search.space import Space
+from android_bench.qemu import QemuDevice
+from tests.nets import cbr
+
+X = torch.randn(1, 3, 16, 16)
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(cbr(3, 16), cbr(16, 16), cbr(16, 16, stride=2))
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x).mean(dim=(2, 3)))
+
+
+def _tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return Tiny().eval()
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory: pytest.TempPathFactory) -> object:
+    return latency_model(_tiny(), X, "qemu-arm64", tmp_path_factory.mktemp("latency"))
+
+
+# every conv's (filters, input channels, rows) kept is a grid cell ("filters": conv 1 keeps 8 of 16 filters, conv 2
+# reads those 8 channels and keeps 18 of their 72 columns, conv 3 keeps 8 filters; "columns": 86 of 144 and 36 of
+# 144 columns, densities 0.6 and 0.25)
+GRID_SPECS = {
+    "filters": {"body.0.0": LayerSpec(0.5, "filter"), "body.1.0": LayerSpec(0.75, "column"),
+                "body.2.0": LayerSpec(0.5, "filter")},
+    "columns": {"body.0.0": LayerSpec(0.0, "filter"), "body.1.0": LayerSpec(0.4, "column"),
+                "body.2.0": LayerSpec(0.75, "column")},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", GRID_SPECS)
+def test_a_model_on_grid_cells_costs_what_the_tables_predict(name: str, tables: object, tmp_path: Path) -> None:
+    model = _tiny()
+    space = Space(trace(model, X), "latency", called_modules(model, X), latency=tables)  # type: ignore[arg-type]
+    spec = {**{u.name: LayerSpec(0.0, "filter") for u in space.units}, **GRID_SPECS[name]}
+    masks = space.masks(spec)
+    apply_masks(model, masks)
+    device = QemuDevice()
+    measured = measured_total(device, model, X, bench_target(device), tmp_path / "pruned")
+    predicted = space.cost(spec).latency
+    assert abs(predicted - measured) / measured < 1e-3, (predicted, measured)
+    assert space.dense.latency == tables.total  # type: ignore[attr-defined]  # the rest is fitted to it
+
+
+def test_cells_are_exact_instruction_counts(tables: object) -> None:
+    again = latency_model(_tiny(), X, "qemu-arm64", Path("unused"))  # every cell from the cache, the same
+    assert again.to_json() == tables.to_json()  # type: ignore[attr-defined]
+    t = again.layers["body.1.0"]
+    assert t.dense() > t.predict(8, 16, 144) > t.predict(8, 8, 72) > 0  # fewer filters, fewer channels: cheaper
+
+
+def test_profile_layers_writes_the_runs_tables(smoke_run: Path) -> None:
+    result = CliRunner().invoke(main, ["bench", str(smoke_run), "--device", "qemu-arm64", "--profile-layers"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0, said
+    table = json.loads((smoke_run / "latency" / "qemu-arm64.json").read_text())
+    assert table["metric"] == "instructions" and list(table["layers"]) == ["conv1", "conv2"]
+    assert "predicted" in said and "speed-up" in said
+    assert [table["layers"][n]["geometry"]["c"] for n in ("conv1", "conv2")] == [1, 6]
