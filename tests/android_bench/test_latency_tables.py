@@ -86,3 +86,19 @@ def test_profile_layers_writes_the_runs_tables(smoke_run: Path) -> None:
     assert table["metric"] == "instructions" and list(table["layers"]) == ["conv1", "conv2"]
     assert "predicted" in said and "speed-up" in said
     assert [table["layers"][n]["geometry"]["c"] for n in ("conv1", "conv2")] == [1, 6]
+
+
+def test_compress_to_a_latency_target_reports_predicted_beside_measured(tmp_path: Path) -> None:
+    from ac_toolchain import compress
+
+    report = compress("lenet5", "smoke", {"run.target": "android-arm64", "run.bench": "qemu-arm64",
+                                          "search.latency_x": 1.5, "run.runs_dir": str(tmp_path)})  # fmt: skip
+    (run,) = list(tmp_path.iterdir())
+    lat, measured = report["latency"], report["bench"]["qemu-arm64"]["speedup"]
+    assert lat["device"] == "qemu-arm64" and lat["predicted_speedup"] >= 1.5
+    assert abs(lat["predicted_speedup"] - measured) / measured < 0.1, (lat, measured)
+    assert [s["objective"] for s in report["search"]] == ["latency", "latency"]
+    md = (run / "report.md").read_text()
+    assert "## Latency objective" in md and f"{lat['predicted_speedup']}×" in md and f"{measured}×" in md
+    tables = json.loads((run / "latency" / "qemu-arm64.json").read_text())
+    assert list(tables["layers"]) == ["conv1", "conv2"] and tables["total"] == pytest.approx(lat["dense"])
