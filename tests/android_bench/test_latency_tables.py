@@ -67,7 +67,7 @@ def test_a_model_on_grid_cells_costs_what_the_tables_predict(name: str, tables: 
     device = QemuDevice()
     measured = measured_total(device, model, X, bench_target(device), tmp_path / "pruned")
     predicted = space.cost(spec).latency
-    assert abs(predicted - measured) / measured < 1e-3, (predicted, measured)
+    assert abs(predicted - measured) / measured < 5e-3, (predicted, measured)
     assert space.dense.latency == tables.total  # type: ignore[attr-defined]  # the rest is fitted to it
 
 
