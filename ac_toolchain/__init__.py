@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time the verbs load on first
     from ac_toolchain.data import load_dataset
     from ac_toolchain.export import export_onnx
     from ac_toolchain.graph import trace
-    from ac_toolchain.prune import prune, uniform_prune
+    from ac_toolchain.prune import prune
     from ac_toolchain.zoo import build_model
 
 __version__ = "0.1.0"
@@ -36,7 +36,6 @@ _VERBS = {
     "load_dataset": "ac_toolchain.data",
     "trace": "ac_toolchain.graph",
     "prune": "ac_toolchain.prune",
-    "uniform_prune": "ac_toolchain.prune",
     "compact": "ac_toolchain.compact",
     "export_onnx": "ac_toolchain.export",
     "resolve_config": "ac_toolchain.config",
@@ -44,7 +43,6 @@ _VERBS = {
 __all__ = [
     "ACError", "CheckpointError", "ConfigError", "DataError", "ModelError", "TargetError",
     "build_model", "compact", "compress", "count", "export_onnx", "load_dataset", "prune", "resolve_config", "trace",
-    "uniform_prune",
 ]  # fmt: skip
 
 

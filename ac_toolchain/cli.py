@@ -302,7 +302,7 @@ def _prune_round(checkpoint: str, out: Path | None, overrides: dict[str, Any]) -
         raise ConfigError("--method admm prunes a trained dense checkpoint: give a .pt inside a run directory "
                           "(`ac train MODEL` makes one)")  # fmt: skip
     cfg = _config_beside(path)
-    fixed = {"search.method": "uniform", "search.rounds": 1, **{k: 0.0 for k in cfgmod.TARGET_KEYS}}  # given rates
+    fixed = {"search.method": "uniform", "search.rounds": 1, **{k: 0.0 for k in cfgmod.GOAL_KEYS}}  # given rates
     cfgmod.apply_overrides(cfg, {**overrides, **fixed, "model.checkpoint": str(path)}, "command-line flags")
     run = open_run(cfgmod.validate(cfg))
     state = run_stages(run, pruning_stages(run), new_state(run))
@@ -401,17 +401,19 @@ def compile_cmd(run_or_onnx: Path, target: str, out: Path | None, tune_trials: i
 
 
 @main.command(
-    epilog="Examples:\n\n  ac bench runs/resnet18-arm64-20261124-101500 --device qemu-arm64"
-    "\n\n  ac bench RUN --device adb:R58M123ABC --runs 100 --cleanup"
-    "\n\n  ac bench RUN --device callgrind"
-    "\n\n  ac bench RUN --device qemu-arm64 --check benchmarks/baselines/lenet5-smoke-qemu-arm64.json --tolerance 0.02",
+    epilog="Examples:\n\n  ac bench runs/resnet18-arm64-20261124-101500 --bench qemu-arm64"
+    "\n\n  ac bench RUN --bench adb:R58M123ABC --runs 100 --cleanup"
+    "\n\n  ac bench RUN --bench callgrind"
+    "\n\n  ac bench RUN --bench qemu-arm64 --check benchmarks/baselines/lenet5-smoke-qemu-arm64.json --tolerance 0.02",
 )
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
-    "--device",
+    "--bench",
+    "device",
     default="host",
     show_default=True,
-    help="host, qemu-arm64 (aarch64 instruction counts), callgrind (x86 instruction counts, valgrind), "
+    help="bench device, as in `ac compress --bench` (--device is always torch's device): host, qemu-arm64 "
+    "(aarch64 instruction counts), callgrind (x86 instruction counts, valgrind), "
     "adb:<serial> or adb (the only attached phone)",
 )
 @click.option("--warmup", type=click.IntRange(0), default=BENCH.warmup, show_default=True, help="untimed runs first")
@@ -469,7 +471,7 @@ def bench(run_dir: Path, device: str, check: Path | None, tolerance: float, save
     Both models are built as static runners for the device (cached in <run>/bench/artifacts/). Phones and the
     host report latency samples (min / median / mean / std / p5 / p95); qemu-arm64 reports deterministic
     instruction counts and checks the outputs against torch."""
-    from ac_toolchain.bench import bench_run
+    from ac_toolchain.bench_run import bench_run
     from android_bench.bench import speedup_table
 
     console.print(f"benchmarking {run_dir} on [bold]{device}[/] (building runners on first use: a few minutes)")
@@ -485,7 +487,7 @@ def bench(run_dir: Path, device: str, check: Path | None, tolerance: float, save
 
 
 def _print_layers(run_dir: Path, device: str) -> None:
-    from ac_toolchain.latency import profile_run
+    from ac_toolchain.latency_tables import profile_run
 
     result = profile_run(run_dir, device)
     digits = ",.0f" if result["metric"] == "instructions" else ",.1f"

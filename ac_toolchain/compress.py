@@ -19,20 +19,20 @@ import torch
 from torch import nn
 
 from ac_toolchain import config as cfgmod
-from ac_toolchain.bench import QUICK, bench_run, device_for, latency_device, report_entry
+from ac_toolchain.bench_run import QUICK, bench_run, device_for, latency_device, report_entry
 from ac_toolchain.compact import compact, expand_columns
 from ac_toolchain.compile import get_target
 from ac_toolchain.compile.tuning import check_tunable
 from ac_toolchain.compile.tvm_build import TVM_ONNX, check_toolchain, compile_onnx, load_host_module
 from ac_toolchain.config import CompressConfig
 from ac_toolchain.context import Run, console, open_run
+from ac_toolchain.cost.analytic import called_modules, masks_cost, structure_cost
 from ac_toolchain.count import count
 from ac_toolchain.export import check_with_onnxruntime, export_onnx
 from ac_toolchain.graph import trace
-from ac_toolchain.latency import check_profilable, read_model
+from ac_toolchain.latency_tables import check_profilable, read_model
 from ac_toolchain.report import write_report
 from ac_toolchain.runs import atomic_save
-from ac_toolchain.search.cost import called_modules, masks_cost, structure_cost
 from ac_toolchain.stages import Dense, State, latency_path, new_state, pruning_stages, run_stages
 from ac_toolchain.train import evaluate, make_loader
 
@@ -43,7 +43,7 @@ def _check_target(cfg: CompressConfig) -> None:
     check_toolchain(get_target(cfg.run.target))  # fail before training, not after
     check_tunable(get_target(cfg.run.target), cfg.run.tune_trials)
     device_for(cfg.run.target, cfg.run.bench)
-    if "latency" in cfgmod.targets(cfg.search):
+    if "latency" in cfgmod.goals(cfg.search):
         check_profilable(latency_device(cfg.run.target, cfg.run.bench))
 
 
@@ -91,8 +91,8 @@ def compile_stage(run: Run, model: nn.Module, results: Results) -> None:
             " (under qemu-aarch64)" if target.link == "static" else "")  # fmt: skip
     else:
         result["status"] = (
-            f"compiled with TVM for {target.name}; executed by `ac bench RUN --device qemu-arm64` (a static "
-            "runner per model, run under qemu-user) or on a phone with --device adb:<serial>"
+            f"compiled with TVM for {target.name}; executed by `ac bench RUN --bench qemu-arm64` (a static "
+            "runner per model, run under qemu-user) or on a phone with --bench adb:<serial>"
         )
     results["compile"] = result
 

@@ -21,7 +21,7 @@ from ac_toolchain.errors import ConfigError
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "models"
 SCHEMES = ("filter", "channel", "column", "filter+column")
 SEARCH_METHODS = ("anneal", "uniform")
-TARGET_KEYS = {"search.params_x": "params", "search.flops_x": "flops", "search.latency_x": "latency"}  # -> objective
+GOAL_KEYS = {"search.params_x": "params", "search.flops_x": "flops", "search.latency_x": "latency"}  # -> objective
 ENERGIES = ("points", "fraction")
 PRUNE_METHODS = ("admm", "oneshot")
 
@@ -217,39 +217,39 @@ def validate(cfg: CompressConfig) -> CompressConfig:
     shape = cfg.model.input_shape
     if len(shape) != 4 or shape[0] != 1 or min(shape) < 1:
         raise ConfigError(f"model.input_shape = {list(shape)} must be 1,C,H,W with positive sizes")
-    _check_targets(cfg)
+    _check_goals(cfg)
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:
         raise ConfigError("data.val_fraction + data.test_fraction must be < 1 so something is left to train")
     return cfg
 
 
-def targets(search: SearchConfig) -> dict[str, float]:
-    """The reduction targets set (> 0), by objective: ``{"params": 50.0}``."""
-    return {obj: getattr(search, key.split(".")[1]) for key, obj in TARGET_KEYS.items()
+def goals(search: SearchConfig) -> dict[str, float]:
+    """The reduction goals set (> 0), by objective: ``{"params": 50.0}``."""
+    return {obj: getattr(search, key.split(".")[1]) for key, obj in GOAL_KEYS.items()
             if getattr(search, key.split(".")[1]) > 0}  # fmt: skip
 
 
-def target_flags() -> str:
-    return ", ".join(f"--{k.split('.')[1].replace('_', '-')} N" for k in TARGET_KEYS)
+def goal_flags() -> str:
+    return ", ".join(f"--{k.split('.')[1].replace('_', '-')} N" for k in GOAL_KEYS)
 
 
-def _check_targets(cfg: CompressConfig) -> None:
-    """At most one reduction target, each >= 1."""
-    given = targets(cfg.search)
+def _check_goals(cfg: CompressConfig) -> None:
+    """At most one reduction goal, each >= 1."""
+    given = goals(cfg.search)
     if len(given) > 1:
-        raise ConfigError(f"set one reduction target, not {len(given)} ({target_flags()}; the others 0)")
+        raise ConfigError(f"set one reduction goal, not {len(given)} ({goal_flags()}; the others 0)")
     for obj, x in given.items():
         if x < 1.0:
             raise ConfigError(f"search.{obj}_x = {x}: a reduction is >= 1 (dense / compressed)")
 
 
 def check_search(cfg: CompressConfig) -> None:
-    """What ``ac compress`` needs of the search settings: the search needs a target and chooses the rates."""
+    """What ``ac compress`` needs of the search settings: the search needs a goal and chooses the rates."""
     if cfg.search.method == "anneal" and cfg.prune.rates:
         raise ConfigError("--prune-rates FILE fixes every layer's rate; the search chooses them itself: add "
                           "--search uniform to use the file")  # fmt: skip
-    if cfg.search.method == "anneal" and not targets(cfg.search):
-        raise ConfigError(f"--search anneal needs a reduction target ({target_flags()}); or --search uniform with "
+    if cfg.search.method == "anneal" and not goals(cfg.search):
+        raise ConfigError(f"--search anneal needs a reduction goal ({goal_flags()}); or --search uniform with "
                           "--prune-rate R / --prune-rates FILE")  # fmt: skip
 
 
@@ -323,21 +323,21 @@ def resolve(
     given = overrides or {}
     if given.get("prune.rates") and {"prune.rate", "prune.scheme"} & set(given):
         raise ConfigError("--prune-rates FILE sets every layer's rate and scheme; drop --prune-rate / --prune-scheme")
-    _command_line_target(cfg, given)
+    _command_line_goal(cfg, given)
     apply_overrides(cfg, given, "command-line flags")
     return validate(cfg), preset
 
 
-def _command_line_target(cfg: CompressConfig, given: dict[str, Any]) -> None:
-    """What the command line asks for replaces the recipe's target: a target flag clears the recipe's other
-    targets, and ``--prune-rate`` / ``--prune-rates`` (one fixed rate or file) clear every target."""
+def _command_line_goal(cfg: CompressConfig, given: dict[str, Any]) -> None:
+    """What the command line asks for replaces the recipe's goal: a goal flag clears the recipe's other
+    goals, and ``--prune-rate`` / ``--prune-rates`` (one fixed rate or file) clear every goal."""
     fixed = {"prune.rate", "prune.rates"} & set(given)
-    chosen = set(TARGET_KEYS) & set(given)
+    chosen = set(GOAL_KEYS) & set(given)
     if fixed and chosen:
-        raise ConfigError(f"{', '.join(sorted(chosen))} sets a reduction target and {', '.join(sorted(fixed))} fixes "
+        raise ConfigError(f"{', '.join(sorted(chosen))} sets a reduction goal and {', '.join(sorted(fixed))} fixes "
                           "the rates; give one")  # fmt: skip
     if fixed or chosen:
-        for key in TARGET_KEYS:
+        for key in GOAL_KEYS:
             setattr(cfg.search, key.split(".")[1], 0.0)
 
 

@@ -4,7 +4,7 @@ Both the compress pipeline (compress.py) and ``ac bench`` (bench.py) use it; nei
 :func:`open_run` validates everything that can be validated before a run directory exists and before any
 training (:func:`check_model`, :func:`load_splits`, the callers' checks): the model name and its builder,
 that torch.fx can trace it and torch.export can export it, the data spec, a ``--dense`` checkpoint and a
-rates file, a reduction target the model cannot reach.
+rates file, a reduction goal the model cannot reach.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from torch import nn
 
 from ac_toolchain import config as cfgmod
 from ac_toolchain.config import CompressConfig
+from ac_toolchain.cost.analytic import called_modules
+from ac_toolchain.cost.latency_model import conv_geometries
 from ac_toolchain.data import Splits, load_dataset
 from ac_toolchain.errors import CheckpointError, ConfigError, ModelError
 from ac_toolchain.graph import trace
 from ac_toolchain.prune.spec import Spec, load_spec, uniform_spec
 from ac_toolchain.runs import latest_checkpoint, load_state_dict, new_run_dir, save_checkpoint
-from ac_toolchain.search.cost import called_modules
-from ac_toolchain.search.latency import conv_geometries
 from ac_toolchain.search.space import Space
 from ac_toolchain.train import Controller, FitSettings, fit, pick_device, seed_everything
 from ac_toolchain.zoo import build_model
@@ -108,7 +108,7 @@ def check_model(cfg: CompressConfig, num_classes: int) -> None:
     x = example_input(cfg)
     graph = trace(model, x)
     round_spec(cfg, graph.layers)
-    for objective, reduction in cfgmod.targets(cfg.search).items():  # a target no spec can meet: say so now
+    for objective, reduction in cfgmod.goals(cfg.search).items():  # a goal no spec can meet: say so now
         if objective == "latency":  # checked once the tables are measured (stages.LatencyTables)
             conv_geometries(model, x)  # every conv runs on the kernel the tables measure
         else:

@@ -3,7 +3,7 @@
 The structure counted is what pruning leaves once its zeros are taken away: dependency groups that no
 consumer reads are gone (with their filters, BN entries and depthwise filters), and all-zero GEMM columns are
 gone. :func:`count` traces the dependency graph, reads the zero pattern of the weights as masks and hands
-them to the project's one analytic cost, :func:`ac_toolchain.search.cost.masks_cost`; it never builds the
+them to the project's one analytic cost, :func:`ac_toolchain.cost.analytic.masks_cost`; it never builds the
 compact model. The tests hold it against the compact model's own parameters and hook-counted MACs, and
 against hand-computed models.
 
@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from ac_toolchain.compact.modules import CompactConv2d, GatherLinear
+from ac_toolchain.cost.analytic import called_modules, masks_cost
 from ac_toolchain.errors import ModelError
 from ac_toolchain.graph import trace
-from ac_toolchain.search.cost import called_modules, masks_cost
 
 
 def _macs(mod: nn.Module, out: torch.Tensor, nonzero_only: bool) -> int:

@@ -22,19 +22,19 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from ac_toolchain.bench import latency_device
-from ac_toolchain.config import CompressConfig, target_flags, targets
+from ac_toolchain.bench_run import latency_device
+from ac_toolchain.config import CompressConfig, goal_flags, goals
 from ac_toolchain.context import Run, build, console, round_spec, train_stage
+from ac_toolchain.cost.analytic import called_modules
 from ac_toolchain.errors import ConfigError
 from ac_toolchain.graph import Graph, trace
-from ac_toolchain.latency import latency_model, read_model, write_model
+from ac_toolchain.latency_tables import latency_model, read_model, write_model
 from ac_toolchain.prune.admm import Admm, AdmmSettings
 from ac_toolchain.prune.purify import purify_dead, purify_redundant
 from ac_toolchain.prune.schemes import Masks, apply_masks, project
 from ac_toolchain.prune.spec import Spec, load_spec, rates_and_schemes, spec_to_json
 from ac_toolchain.runs import atomic_save, atomic_write_text, load_state_dict, safe_load, safe_name
 from ac_toolchain.search.anneal import Annealer, AnnealSettings
-from ac_toolchain.search.cost import called_modules
 from ac_toolchain.search.proxy import Proxy
 from ac_toolchain.search.space import SEARCH_SCHEMES, Space, combine, spec_of
 from ac_toolchain.train import FitSettings, MaskController, evaluate, make_loader, recalibrate_bn
@@ -104,7 +104,7 @@ def latency_path(run: Run) -> Path:
 
 
 class LatencyTables(Stage):
-    """The latency objective's tables (ac_toolchain/latency.py), measured on the bench device before anything
+    """The latency objective's tables (ac_toolchain/latency_tables.py), measured on the bench device before anything
     trains (cells are cached across runs); the final target is checked against them at once."""
 
     name = "latency tables"
@@ -122,7 +122,7 @@ class LatencyTables(Stage):
         return self.restore(run, state)
 
     def restore(self, run: Run, state: State) -> State:
-        _space(run, state, "latency").check_reachable(targets(run.cfg.search)["latency"])
+        _space(run, state, "latency").check_reachable(goals(run.cfg.search)["latency"])
         return state
 
 
@@ -165,13 +165,13 @@ class RoundStage(Stage):
 
 
 class RoundStart(RoundStage):
-    """The uniform round: one rate for every layer — the one that meets the round's reduction target, or
-    ``prune.rate`` / ``prune.rates`` without a target; written to ``rounds/<r>/rates.json``."""
+    """The uniform round: one rate for every layer — the one that meets the round's reduction goal, or
+    ``prune.rate`` / ``prune.rates`` without a goal; written to ``rounds/<r>/rates.json``."""
 
     title, files = "round {r}: targets", ("rates.json",)
 
     def run(self, run: Run, state: State) -> State:
-        target = round_target(run.cfg, self.r)
+        target = round_goal(run.cfg, self.r)
         if target is None:
             spec = round_spec(run.cfg, _graph(run, state.model).layers)
         else:
@@ -187,9 +187,9 @@ class RoundStart(RoundStage):
         return state
 
 
-def round_target(cfg: CompressConfig, r: int) -> tuple[str, float] | None:
+def round_goal(cfg: CompressConfig, r: int) -> tuple[str, float] | None:
     """(objective, reduction) of round ``r``: the final reduction ``X`` reached in equal factors, ``X^(r/N)``."""
-    given = targets(cfg.search)
+    given = goals(cfg.search)
     if not given:
         return None
     objective, final = next(iter(given.items()))
@@ -207,7 +207,7 @@ def _space(run: Run, state: State, objective: str) -> Space:
 
 
 class SearchStage(RoundStage):
-    """Simulated annealing to the round's target; the best proposal becomes ``rounds/<r>/rates.json``.
+    """Simulated annealing to the round's goal; the best proposal becomes ``rounds/<r>/rates.json``.
 
     Each proposal is a line of ``search.jsonl``; the annealer's state is saved atomically after each one
     (``rounds/<r>/search-state.json``), so a killed search continues where it stopped and, with the same seed,
@@ -218,9 +218,9 @@ class SearchStage(RoundStage):
 
     def run(self, run: Run, state: State) -> State:
         cfg, s = run.cfg, run.cfg.search
-        target = round_target(cfg, self.r)
+        target = round_goal(cfg, self.r)
         if target is None:  # ac compress checks this before the run directory (config.check_search)
-            raise ConfigError(f"--search anneal needs a reduction target ({target_flags()})")
+            raise ConfigError(f"--search anneal needs a reduction goal ({goal_flags()})")
         objective, reduction = target
         space = _space(run, state, objective)
         proxy = Proxy(state.model, space.masks, run.splits.train, run.splits.val, run.device, s.bn_batches,
@@ -383,7 +383,7 @@ class Purify(RoundStage):
 
 def pruning_stages(run: Run) -> list[Stage]:
     """Dense, then each round's stages, as the config asks."""
-    stages: list[Stage] = [LatencyTables()] if "latency" in targets(run.cfg.search) else []
+    stages: list[Stage] = [LatencyTables()] if "latency" in goals(run.cfg.search) else []
     stages.append(Dense())
     for r in range(1, run.cfg.search.rounds + 1):
         stages.append(SearchStage(r) if run.cfg.search.method == "anneal" else RoundStart(r))

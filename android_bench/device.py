@@ -40,7 +40,7 @@ class BenchSettings:
 class Device(ABC):
     """A place that runs artifacts: `host`, `qemu-arm64`, `callgrind`, `adb:<serial>` (and a fake one in tests)."""
 
-    name: str  # as given to `ac bench --device`
+    name: str  # as given to `ac bench --bench`
     arch: str  # "x86_64" or "aarch64": which compiled artifacts it can run
     metric: str  # "latency_us" (samples, wall-clock) or "instructions" (deterministic counts)
     static_target: str | None = None  # the compile target its runners are built for; None: the arch's default
@@ -66,7 +66,7 @@ class Device(ABC):
 
     def profile_cells(self, runner: Path, cells: Path, settings: BenchSettings) -> list[float]:
         """The cost of every cell of a ``--conv-table`` file (one conv shape per line) in this device's metric,
-        measured by the table runner in the folder ``runner`` (ac_toolchain/latency.py builds both)."""
+        measured by the table runner in the folder ``runner`` (ac_toolchain/latency_tables.py builds both)."""
         raise DeviceError(
             f"{self.name} cannot build latency tables (it has no per-kernel-call measurement); "
             "profile on host (time) or qemu-arm64 (aarch64 instruction counts)"

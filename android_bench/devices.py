@@ -1,4 +1,4 @@
-"""`--device NAME` → a Device. One registry entry per kind: `host`, `qemu-arm64`, `callgrind`, `adb:<serial>`, `adb`."""
+"""`--bench NAME` → a Device. One registry entry per kind: `host`, `qemu-arm64`, `callgrind`, `adb:<serial>`, `adb`."""
 
 from __future__ import annotations
 
@@ -41,9 +41,9 @@ def _adb(serial: str | None, **kw: Any) -> Device:
     if len(serials) == 1:
         return AdbDevice(serials[0], **kw)
     if not serials:
-        raise DeviceError(f"--device adb: no phone is attached; {USB_HINT}")
+        raise DeviceError(f"--bench adb: no phone is attached; {USB_HINT}")
     choices = ", ".join(f"adb:{s}" for s in serials)
-    raise DeviceError(f"--device adb: {len(serials)} phones are attached ({choices}); name one: --device adb:<serial>")
+    raise DeviceError(f"--bench adb: {len(serials)} phones are attached ({choices}); name one: --bench adb:<serial>")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
     python -m benchmarks.latency_model [--models resnet18,vgg16] [--devices qemu-arm64,host] [--specs 8]
 
 Per model (CIFAR layout, 3x32x32, 10 classes, random weights: neither counts nor times depend on the values)
-and device: build the latency tables (ac_toolchain/latency.py; timed, then built again to show the cache hit),
+and device: build the latency tables (ac_toolchain/latency_tables.py; timed, then built again to show the cache hit),
 draw ``--specs`` random specs (every unit a rate in [0, 0.9] and a scheme among filter / column /
 filter+column), predict each one's cost from the tables, then prune, compact, compile and measure the whole
 model on the device exactly as ``ac bench`` does. Writes benchmarks/results/latency_model.{json,md,png}: per
@@ -28,11 +28,11 @@ import matplotlib.pyplot as plt
 import torch
 
 import ac_toolchain as ac
-from ac_toolchain.bench import bench_target
+from ac_toolchain.bench_run import bench_target
+from ac_toolchain.cost.analytic import called_modules
 from ac_toolchain.graph import trace
-from ac_toolchain.latency import CellCache, latency_model, measured_total
+from ac_toolchain.latency_tables import CellCache, latency_model, measured_total
 from ac_toolchain.prune.schemes import apply_masks
-from ac_toolchain.search.cost import called_modules
 from ac_toolchain.search.space import SEARCH_SCHEMES, Space, spec_of
 from android_bench.devices import get_device
 

@@ -32,7 +32,7 @@ Speed-ups: models in ``--qemu-models`` (default resnet18) are benched in qemu-ar
 compressed. Our runs get ``run.target=arm64``, ``run.bench=qemu-arm64`` (the report's bench entry); the others run
 with ``run.bench=none``. A Torch-Pruning model is benched as ``ac bench`` benches a run: its run directory gets
 ``dense.onnx`` (the dense model) and ``model.tvm.onnx`` (the pruned model; it has no column pruning to expand),
-both are compiled into static android-arm64 runners (``ac_toolchain.bench.run_artifacts``) and counted
+both are compiled into static android-arm64 runners (``ac_toolchain.bench_run.run_artifacts``) and counted
 (``android_bench.bench.bench``); the output check, which ``ac bench`` does by rebuilding the zoo model from
 config.toml, compares the runner under qemu with the pruned torch model instead.
 
@@ -63,7 +63,7 @@ from matplotlib.ticker import NullFormatter
 from torch import nn
 
 from ac_toolchain import config as cfgmod
-from ac_toolchain.bench import OUTPUT_TOLERANCE, QUICK, bench_json, bench_target, run_artifacts
+from ac_toolchain.bench_run import OUTPUT_TOLERANCE, QUICK, bench_json, bench_target, run_artifacts
 from ac_toolchain.compile.tvm_build import TVM_ONNX
 from ac_toolchain.compress import compress
 from ac_toolchain.config import CompressConfig

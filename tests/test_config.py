@@ -21,19 +21,19 @@ def test_paper_preset_runs_the_papers_algorithm() -> None:
     """`paper`: the search (simulated annealing) in 4 rounds to the recipe's target, ADMM, purification."""
     cfg, preset = cfgmod.resolve("resnet18", "paper")
     assert preset == "paper" and cfg.data.dataset == "cifar10" and cfg.train.epochs == 200
-    assert (cfg.search.method, cfg.search.rounds, cfgmod.targets(cfg.search)) == ("anneal", 4, {"params": 50.0})
+    assert (cfg.search.method, cfg.search.rounds, cfgmod.goals(cfg.search)) == ("anneal", 4, {"params": 50.0})
     assert cfg.prune.method == "admm" and cfg.purify.enabled and cfg.prune.scheme == "filter+column"
     cfgmod.check_search(cfg)
 
 
 def test_a_command_line_target_or_rate_replaces_the_recipes_target() -> None:
     cfg, _ = cfgmod.resolve("resnet18", "cpu", {"search.flops_x": 8})
-    assert cfgmod.targets(cfg.search) == {"flops": 8.0}  # the recipe's params_x = 50 is cleared
+    assert cfgmod.goals(cfg.search) == {"flops": 8.0}  # the recipe's params_x = 50 is cleared
     cfg, _ = cfgmod.resolve("resnet18", "cpu", {"search.method": "uniform", "prune.rate": 0.7})
-    assert cfgmod.targets(cfg.search) == {} and cfg.prune.rate == 0.7
-    with pytest.raises(ConfigError, match="needs a reduction target"):
+    assert cfgmod.goals(cfg.search) == {} and cfg.prune.rate == 0.7
+    with pytest.raises(ConfigError, match="needs a reduction goal"):
         cfgmod.check_search(cfgmod.resolve("resnet18", "cpu", {"prune.rate": 0.7})[0])
-    with pytest.raises(ConfigError, match="set one reduction target"):
+    with pytest.raises(ConfigError, match="set one reduction goal"):
         cfgmod.validate(cfgmod.CompressConfig(search=cfgmod.SearchConfig(params_x=5, flops_x=5)))
 
 

@@ -11,7 +11,7 @@ import torch
 
 from ac_toolchain import __version__
 from ac_toolchain.compile import get_target
-from ac_toolchain.config import CompressConfig, targets, to_dict
+from ac_toolchain.config import CompressConfig, goals, to_dict
 from ac_toolchain.report.plots import plot_admm, plot_pareto, plot_rates, plot_search_trace, read_search_log
 from ac_toolchain.runs import atomic_write_text
 
@@ -44,7 +44,7 @@ def build_report(
         "ratios": {k: _ratio(dense[k], comp[k]) for k in ("params", "flops")},
         "method": {
             "search": cfg.search.method,
-            "targets": targets(cfg.search),
+            "goals": goals(cfg.search),
             "rounds": cfg.search.rounds,
             "prune": cfg.prune.method,
             "purify": cfg.purify.enabled,
@@ -108,9 +108,9 @@ def _admm_lines(r: dict[str, Any]) -> list[str]:
 
 def _method_line(m: dict[str, Any]) -> str:
     """How the rates were chosen: the search and its target, or the uniform rate / rates file without one."""
-    if m["search"] != "uniform" or m.get("targets"):
+    if m["search"] != "uniform" or m.get("goals"):
         rounds = m.get("rounds", 1)
-        goal = "".join(f" to {x:g}× {obj}" for obj, x in (m.get("targets") or {}).items())
+        goal = "".join(f" to {x:g}× {obj}" for obj, x in (m.get("goals") or {}).items())
         how = f"`{m['search']}` search{goal} in {rounds} round{'s' if rounds != 1 else ''}"
     elif m.get("rates_file"):
         how = f"per-layer targets from `{m['rates_file']}`"
@@ -169,7 +169,7 @@ def _latency_lines(r: dict[str, Any]) -> list[str]:
     if not lat:
         return []
     measured = r.get("bench", {}).get(lat["device"], {}).get("speedup")
-    shown = f"{measured}×" if measured is not None else f"not measured (`ac bench RUN --device {lat['device']}`)"
+    shown = f"{measured}×" if measured is not None else f"not measured (`ac bench RUN --bench {lat['device']}`)"
     return ["## Latency objective", "",
             f"| on {lat['device']} ({lat['metric']}) | dense | compressed | speed-up |", "|---|---:|---:|---:|",
             f"| predicted by the latency tables | {lat['dense']:,.0f} | {lat['compressed']:,.0f} | "

@@ -1,6 +1,2 @@
-"""The search package: the analytic cost of a pruned structure lives here (``cost``); the search over
-per-layer rates and schemes arrives with the search issue."""
-
-from ac_toolchain.search.cost import Cost, called_modules, masks_cost, plan_cost, structure_cost
-
-__all__ = ["Cost", "called_modules", "masks_cost", "plan_cost", "structure_cost"]
+"""The search over per-layer rates and schemes: the space (space.py), the quick evaluation (proxy.py) and
+simulated annealing (anneal.py). Costs come from ac_toolchain/cost/."""

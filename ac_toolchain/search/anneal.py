@@ -2,7 +2,7 @@
 
 One proposal per temperature step: perturb the current rates in keep space (magnitude ``0.35 * T / T0`` of
 each unit's pruning depth), apply the experience rules, maybe change one unit's scheme, rescale so the
-round's target holds (:meth:`Space.rescale`), score with the proxy. A better proposal is always accepted, a
+round's goal holds (:meth:`Space.rescale`), score with the proxy. A better proposal is always accepted, a
 worse one with probability ``exp(dE / T)``, ``dE`` in accuracy points (``energy = "fraction"`` uses NNI's
 0-1 fraction, for the ablation). ``T <- cooling * T`` until ``t_stop``, a proposal count or a time budget.
 
@@ -110,7 +110,7 @@ class Annealer:
         )
 
     def step(self) -> Proposal:
-        """Score the start (the uniform spec at the target), or one more proposal; returns what happened."""
+        """Score the start (the uniform spec at the goal), or one more proposal; returns what happened."""
         start = time.perf_counter()
         if self.current is None:
             n = len(self.space.units)

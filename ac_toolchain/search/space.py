@@ -1,5 +1,5 @@
 """The search space: one decision unit per layer that owns a dependency group, and the rescaling that makes a
-proposal meet the round's reduction target.
+proposal meet the round's reduction goal.
 
 A unit is a layer whose filters no earlier layer decides, plus the layers coupled to it by a residual add
 (they share its filter groups, so they are not separate dimensions: they take the unit's rate and scheme).
@@ -10,7 +10,7 @@ layer), ``classifier`` (no prunable filters) or ``body``.
 Rates live in *keep space*: a unit's rate ``r`` is ``1 - exp(-z)`` for a pruning depth ``z >= 0``. Rescaling
 multiplies every depth by one factor ``s`` (``keep_i = (1 - r_i) ** s``), which keeps the order of the rates,
 never reaches 1 (rates are capped at ``cap``) and is found by bisection on the analytic cost
-(:mod:`ac_toolchain.search.cost`) of the structure the projection would keep, until two neighbouring scales
+(:mod:`ac_toolchain.cost.analytic`) of the structure the projection would keep, until two neighbouring scales
 differ by at most one structure (or the scale is known to 1e-5, where coupled structures move together).
 """
 
@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ac_toolchain.cost.analytic import Cost, masks_cost, plan_cost, structure_cost
+from ac_toolchain.cost.latency_model import LatencyModel
 from ac_toolchain.errors import ConfigError
 from ac_toolchain.graph import Graph, weight_of
 from ac_toolchain.prune.schemes import Masks, Memo, Plan, filter_split, kept_count, masks_of, plan_graph, rate_keeping
 from ac_toolchain.prune.spec import LayerSpec, Spec
-from ac_toolchain.search.cost import Cost, masks_cost, plan_cost, structure_cost
-from ac_toolchain.search.latency import LatencyModel
 
 SEARCH_SCHEMES = ("filter", "column", "filter+column")  # what a unit may take ("channel" is a prune-only scheme)
 CAP = 0.995  # the largest rate a unit may take: a layer keeps at least a sliver
@@ -80,8 +80,8 @@ def rates_at(z: Sequence[float], scale: float) -> list[float]:
     return [min(CAP, -math.expm1(-scale * d)) for d in z]
 
 
-class TargetError(ConfigError):
-    """A reduction target that no spec of this space can meet."""
+class GoalError(ConfigError):
+    """A reduction goal that no spec of this space can meet."""
 
 
 def combine(a: Masks, b: Masks | None) -> Masks:
@@ -188,14 +188,14 @@ class Space:
         return out
 
     def check_reachable(self, reduction: float) -> None:
-        """Raise :class:`TargetError` unless filter+column at the cap everywhere meets ``reduction``."""
+        """Raise :class:`GoalError` unless filter+column at the cap everywhere meets ``reduction``."""
         schemes = ["filter+column"] * len(self.units)
         if self.ratio(self.cost(spec_of(self.units, [CAP] * len(self.units), schemes))) < reduction:
             self._impossible([1.0] * len(self.units), schemes, reduction)
 
     def _impossible(self, z: list[float], schemes: Sequence[str], reduction: float) -> None:
         best = self.ratio(self.cost(spec_of(self.units, [CAP if d > 0 else 0.0 for d in z], schemes)))
-        raise TargetError(
+        raise GoalError(
             f"a {reduction:g}x {self.objective} reduction cannot be met: with every layer at the largest rate "
             f"({CAP}) this model reaches {best:.1f}x; ask for less (--{self.objective}-x N)"
         )

@@ -18,7 +18,7 @@ def _ac(*args: str) -> tuple[int, str]:
 
 
 def test_bench_counts_x86_avx2_runners_that_match_torch(smoke_run: Path) -> None:
-    code, said = _ac("bench", str(smoke_run), "--device", "callgrind")
+    code, said = _ac("bench", str(smoke_run), "--bench", "callgrind")
     assert code == 0, said
     bench = json.loads((smoke_run / "bench" / "callgrind.json").read_text())
     dense, compressed = (bench["variants"][v]["instructions"] for v in ("dense", "compressed"))

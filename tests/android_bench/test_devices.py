@@ -1,4 +1,4 @@
-"""`--device NAME` → Device (android_bench/devices.py)."""
+"""`--bench NAME` → Device (android_bench/devices.py)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ac_toolchain.bench import torch_outputs
+from ac_toolchain.bench_run import torch_outputs
 from ac_toolchain.cli import main
 from ac_toolchain.config import load
 from ac_toolchain.context import build, example_input
@@ -66,7 +66,7 @@ def test_instruction_counts_repeat_and_grow_with_runs(smoke_run: Path) -> None:
 
 
 def test_bench_prints_counts_and_ratio_and_passes_the_committed_gate(smoke_run: Path) -> None:
-    code, said = _ac("bench", str(smoke_run), "--device", "qemu-arm64", "--check", str(BASELINE), "--tolerance", "0.02")
+    code, said = _ac("bench", str(smoke_run), "--bench", "qemu-arm64", "--check", str(BASELINE), "--tolerance", "0.02")
     assert code == 0, said
     bench = json.loads((smoke_run / "bench" / "qemu-arm64.json").read_text())
     dense, compressed = (bench["variants"][v]["instructions"] for v in ("dense", "compressed"))
@@ -81,13 +81,13 @@ def test_gate_fails_on_a_deliberately_slower_artifact(smoke_run: Path, tmp_path:
     run = tmp_path / "run"
     shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("bench"))
     baseline = tmp_path / "baseline.json"
-    assert _ac("bench", str(run), "--device", "qemu-arm64", "--save-baseline", str(baseline))[0] == 0
+    assert _ac("bench", str(run), "--bench", "qemu-arm64", "--save-baseline", str(baseline))[0] == 0
     # a compaction regression: the "compressed" model is the masked one, zeros computed (same outputs, slower)
     cfg = load(run / "config.toml")
     masked = build(cfg, 10)
     load_state_dict(masked, run / "compressed.pt")
     export_onnx(masked.eval(), example_input(cfg), run / "model.tvm.onnx")
-    code, said = _ac("bench", str(run), "--device", "qemu-arm64", "--check", str(baseline), "--tolerance", "0.05")
+    code, said = _ac("bench", str(run), "--bench", "qemu-arm64", "--check", str(baseline), "--tolerance", "0.05")
     assert code == 2
     assert "latency gate failed" in said and "compressed:" in said
     assert "over the baseline" in said and "dense:" not in said.split("gate failed")[1]
@@ -95,12 +95,12 @@ def test_gate_fails_on_a_deliberately_slower_artifact(smoke_run: Path, tmp_path:
 
 def test_bad_baseline_and_non_run_folders_are_clear_errors(smoke_run: Path, tmp_path: Path) -> None:
     (tmp_path / "junk.json").write_text("[1, 2]")
-    code, said = _ac("bench", str(smoke_run), "--device", "qemu-arm64", "--check", str(tmp_path / "junk.json"))
+    code, said = _ac("bench", str(smoke_run), "--bench", "qemu-arm64", "--check", str(tmp_path / "junk.json"))
     assert code == 2 and said.endswith(
         f"error: --check {tmp_path / 'junk.json'}: not a baseline file (no device, metric, variants); "
         "write one with --save-baseline"
     )
-    code, said = _ac("bench", str(tmp_path), "--device", "qemu-arm64")
+    code, said = _ac("bench", str(tmp_path), "--bench", "qemu-arm64")
     assert code == 2 and "is not a run directory (no config.toml)" in said
-    code, said = _ac("bench", str(smoke_run), "--device", "pixel")
+    code, said = _ac("bench", str(smoke_run), "--bench", "pixel")
     assert code == 2 and "qemu-arm64" in said

@@ -136,7 +136,7 @@ def test_write_report_draws_the_search_plots_and_section(tmp_path: Path) -> None
                                "pareto": "plots/pareto.png"}  # fmt: skip
     for rel in report["plots"].values():
         _assert_png(run / rel)
-    assert report["method"]["targets"] == {"params": 50.0} and report["method"]["rounds"] == 2
+    assert report["method"]["goals"] == {"params": 50.0} and report["method"]["rounds"] == 2
     assert [s["round"] for s in report["search"]] == [1, 2]
     assert json.loads((run / "report.json").read_text())["search"] == report["search"]
 
@@ -179,9 +179,9 @@ def test_method_line_names_the_search_and_target_or_the_uniform_rate(
 
 
 def test_an_old_report_without_search_keys_still_renders(tmp_path: Path) -> None:
-    """`ac bench` re-renders report.json of runs made before the search: no "search", "targets" or "rounds"."""
+    """`ac bench` re-renders report.json of runs made before the search: no "search", "goals" or "rounds"."""
     report = build_report(tmp_path, _cfg("uniform", 0.0, 1), "mnist-mini", _results(), {})
-    for key in ("targets", "rounds"):
+    for key in ("goals", "rounds"):
         del report["method"][key]
     del report["search"]
     md = render_markdown(report)

@@ -10,10 +10,10 @@ from dataclasses import asdict
 import pytest
 import torch
 
+from ac_toolchain.cost.analytic import Cost
 from ac_toolchain.graph import trace
 from ac_toolchain.prune.spec import Spec, parse_spec, spec_to_json
 from ac_toolchain.search.anneal import COLLAPSE, Annealer, AnnealSettings, Proposal, order_by_size
-from ac_toolchain.search.cost import Cost
 from ac_toolchain.search.space import CAP, Space, Unit, depths, spec_of
 from ac_toolchain.zoo import build_model
 

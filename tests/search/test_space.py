@@ -1,4 +1,4 @@
-"""The search space: decision units, rescaling to a reduction target, and earlier rounds' masks (``base``).
+"""The search space: decision units, rescaling to a reduction goal, and earlier rounds' masks (``base``).
 
 Costs are checked independently of :meth:`Space.cost`: with :func:`masks_cost` on the masks the space
 produces, which reads only zero patterns.
@@ -12,14 +12,14 @@ import pytest
 import torch
 from torch import nn
 
+from ac_toolchain.cost.analytic import called_modules, masks_cost
 from ac_toolchain.errors import ConfigError
 from ac_toolchain.graph import Graph, trace, weight_of
 from ac_toolchain.prune.schemes import masks_of, plan_graph
-from ac_toolchain.search.cost import called_modules, masks_cost
 from ac_toolchain.search.space import (
     CAP,
+    GoalError,
     Space,
-    TargetError,
     combine,
     depths,
     kept_structures,
@@ -233,7 +233,7 @@ def test_impossible_target_raises_target_error(
     space = Space(graph, objective, called_modules(model, X))
     n = len(space.units)
     best = space.ratio(space.cost(spec_of(space.units, [CAP] * n, [scheme] * n)))
-    with pytest.raises(TargetError) as info:
+    with pytest.raises(GoalError) as info:
         space.rescale([0.5] * n, [scheme] * n, 1e6)
     assert isinstance(info.value, ConfigError)
     message = str(info.value)

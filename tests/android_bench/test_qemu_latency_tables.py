@@ -12,13 +12,13 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from ac_toolchain.bench import bench_target
+from ac_toolchain.bench_run import bench_target
 from ac_toolchain.cli import main
+from ac_toolchain.cost.analytic import called_modules
 from ac_toolchain.graph import trace
-from ac_toolchain.latency import latency_model, measured_total
+from ac_toolchain.latency_tables import latency_model, measured_total
 from ac_toolchain.prune.schemes import apply_masks
 from ac_toolchain.prune.spec import LayerSpec
-from ac_toolchain.search.cost import called_modules
 from ac_toolchain.search.space import Space
 from android_bench.qemu import QemuDevice
 from tests.nets import cbr
@@ -79,7 +79,7 @@ def test_cells_are_exact_instruction_counts(tables: object) -> None:
 
 
 def test_profile_layers_writes_the_runs_tables(smoke_run: Path) -> None:
-    result = CliRunner().invoke(main, ["bench", str(smoke_run), "--device", "qemu-arm64", "--profile-layers"])
+    result = CliRunner().invoke(main, ["bench", str(smoke_run), "--bench", "qemu-arm64", "--profile-layers"])
     said = " ".join(result.output.split())
     assert result.exit_code == 0, said
     table = json.loads((smoke_run / "latency" / "qemu-arm64.json").read_text())

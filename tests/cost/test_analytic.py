@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from torch import nn
 
 from ac_toolchain.compact import CompactConv2d, GatherLinear, compact
+from ac_toolchain.cost.analytic import Cost, called_modules, masks_cost, plan_cost, structure_cost
 from ac_toolchain.count import count
 from ac_toolchain.graph import trace
 from ac_toolchain.prune import SCHEMES
 from ac_toolchain.prune.schemes import masks_of, plan_pruning
-from ac_toolchain.search.cost import Cost, called_modules, masks_cost, plan_cost, structure_cost
 from ac_toolchain.zoo import build_model
 from tests.nets import BLOCKS, RandomNet
 

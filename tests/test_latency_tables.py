@@ -1,6 +1,6 @@
-"""Building latency tables (ac_toolchain/latency.py) on a fake profiling device: cache hits and misses, reuse by a
-second model with the same conv shapes, invalidation when the kernel source changes; and the errors for devices
-that cannot be profiled."""
+"""Building latency tables (ac_toolchain/latency_tables.py) on a fake profiling device: cache hits and misses,
+reuse by a second model with the same conv shapes, invalidation when the kernel source changes; and the errors
+for devices that cannot be profiled."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from torch import nn
 from ac_toolchain import native
 from ac_toolchain.cli import main
 from ac_toolchain.compile import get_target
+from ac_toolchain.cost.latency_model import cells, conv_geometries
 from ac_toolchain.errors import DeviceError
-from ac_toolchain.latency import CellCache, check_profilable, kernel_digest, layer_tables
-from ac_toolchain.search.latency import cells, conv_geometries
+from ac_toolchain.latency_tables import CellCache, check_profilable, kernel_digest, layer_tables
 from android_bench.device import BenchSettings, Device
 from tests.nets import cbr
 
@@ -135,5 +135,5 @@ def test_compress_refuses_a_latency_target_it_cannot_measure_before_any_run_dire
     assert code == 2 and "needs every conv on the compact kernel" in said
     code, said = _ac("compress", "lenet5", "--preset", "smoke", "--latency-x", "2", "--params-x", "3",
                      "--runs-dir", str(runs))  # fmt: skip
-    assert code == 2 and "set one reduction target" in said
+    assert code == 2 and "set one reduction goal" in said
     assert not runs.exists()

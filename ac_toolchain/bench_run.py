@@ -1,4 +1,4 @@
-"""``ac bench RUN --device D``: build a run's dense and compressed models as static runners for the device's
+"""``ac bench RUN --bench D``: build a run's dense and compressed models as static runners for the device's
 architecture, measure both there (android_bench), check the outputs against torch where the device runs on this
 machine, and write ``<run>/bench/<device>.json`` plus the speed-up into the run's report.
 """

@@ -17,7 +17,7 @@ without building anything: no tracing, no compaction, no reading of weight value
    the forward calls it (``used_modules``; None counts every module).
 
 FLOPs are multiply-accumulates of conv / linear layers per sample, as in :mod:`ac_toolchain.count`. Latency,
-when a :class:`~ac_toolchain.search.latency.LatencyModel` is given, is each conv's table looked up at its kept
+when a :class:`~ac_toolchain.cost.latency_model.LatencyModel` is given, is each conv's table looked up at its kept
 filters, kept input channels and kept columns (rule 3), plus the model's measured rest.
 """
 
@@ -34,8 +34,8 @@ from torch import nn
 from ac_toolchain.graph import Graph, weight_of
 
 if TYPE_CHECKING:
+    from ac_toolchain.cost.latency_model import LatencyModel
     from ac_toolchain.prune.schemes import Plan
-    from ac_toolchain.search.latency import LatencyModel
 
 
 @dataclass(frozen=True)

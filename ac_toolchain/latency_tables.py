@@ -1,5 +1,5 @@
 """Build a model's latency tables on a bench device (``ac bench RUN --profile-layers``, and the search's latency
-objective): every conv's grid of cells (:mod:`ac_toolchain.search.latency`) measured on the kernel itself, and
+objective): every conv's grid of cells (:mod:`ac_toolchain.cost.latency_model`) measured on the kernel itself, and
 the rest of the model measured once.
 
 The cells run in a *table runner*: the device's static runner core linked with the compact kernel exactly as a
@@ -31,18 +31,18 @@ from torch import nn
 
 from ac_toolchain import config as cfgmod
 from ac_toolchain import native
-from ac_toolchain.bench import bench_target, build_artifact
+from ac_toolchain.bench_run import bench_target, build_artifact
 from ac_toolchain.compact import compact, expand_columns
 from ac_toolchain.compile.lowering import kernel_objects
 from ac_toolchain.compile.targets import Target
 from ac_toolchain.context import build, example_input, load_splits
+from ac_toolchain.cost.analytic import called_modules, masks_cost, structure_cost
+from ac_toolchain.cost.latency_model import Cell, ConvGeometry, LatencyModel, LayerTable, cells, conv_geometries
 from ac_toolchain.errors import CheckpointError, ConfigError
 from ac_toolchain.export import export_onnx
 from ac_toolchain.graph import trace
 from ac_toolchain.prune.schemes import prune
 from ac_toolchain.runs import atomic_write_text, load_state_dict, safe_name
-from ac_toolchain.search.cost import called_modules, masks_cost, structure_cost
-from ac_toolchain.search.latency import Cell, ConvGeometry, LatencyModel, LayerTable, cells, conv_geometries
 from android_bench.bench import METRICS
 from android_bench.device import BenchSettings, Device
 from android_bench.devices import get_device

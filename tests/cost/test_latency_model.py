@@ -10,12 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from ac_toolchain.errors import ConfigError
-from ac_toolchain.graph import trace
-from ac_toolchain.native import MR
-from ac_toolchain.prune.schemes import plan_graph
-from ac_toolchain.search.cost import called_modules
-from ac_toolchain.search.latency import (
+from ac_toolchain.cost.analytic import called_modules
+from ac_toolchain.cost.latency_model import (
     SWITCH_DENSITY,
     ConvGeometry,
     LatencyModel,
@@ -25,6 +21,10 @@ from ac_toolchain.search.latency import (
     grid,
     tile_end,
 )
+from ac_toolchain.errors import ConfigError
+from ac_toolchain.graph import trace
+from ac_toolchain.native import MR
+from ac_toolchain.prune.schemes import plan_graph
 from ac_toolchain.search.space import Space, spec_of
 from ac_toolchain.zoo import build_model
 from tests.nets import Depthwise, cbr
