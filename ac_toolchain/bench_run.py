@@ -1,11 +1,11 @@
-"""``ac bench RUN --bench D``: build a run's dense and compressed models as static runners for the device's
-architecture, measure both there (android_bench), check the outputs against torch where the device runs on this
-machine, and write ``<run>/bench/<device>.json`` plus the speed-up into the run's report.
+"""``ac bench RUN --bench D``: build a run's dense and compressed models as static runners for the device (its
+compile target comes from ac_toolchain/platform.py), measure both there (android_bench), check the outputs against
+torch where the device runs on this machine, and write ``<run>/bench/<device>.json`` plus the speed-up into the
+run's report.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -14,51 +14,22 @@ import numpy as np
 import torch
 
 from ac_toolchain import config as cfgmod
-from ac_toolchain.compile import Target, get_target
+from ac_toolchain.compile import Target
 from ac_toolchain.compile.tvm_build import TVM_ONNX, compile_onnx, sha256
 from ac_toolchain.context import build, example_input
-from ac_toolchain.errors import CheckpointError, ConfigError, DeviceError
-from ac_toolchain.report.render import render_markdown
-from ac_toolchain.runs import atomic_write_text, load_state_dict, safe_name
+from ac_toolchain.errors import CheckpointError, DeviceError
+from ac_toolchain.platform import bench_row, runner_target
+from ac_toolchain.report.records import BenchEntry, read_report
+from ac_toolchain.report.render import write_report
+from ac_toolchain.runs import load_state_dict, safe_name
 from android_bench.bench import baseline_from, bench, check_gate, speedup_table, write_json
 from android_bench.device import BenchSettings, Device
-from android_bench.devices import check_name, get_device
+from android_bench.devices import get_device
 from android_bench.local import infer
-from android_bench.qemu import QEMU
 
-STATIC_TARGETS = {"x86_64": "x86", "aarch64": "android-arm64"}  # device arch → target built as a static runner
 VARIANTS = {"dense": "dense.onnx", "compressed": TVM_ONNX}  # what each variant compiles, inside the run
-LOCAL_PREFIX = {"host": [], "qemu-arm64": [QEMU], "callgrind": []}  # outputs read back here (callgrind: natively)
 OUTPUT_TOLERANCE = 1e-4  # max |runner - torch| on the logits
-AUTO_DEVICES = {"x86": "host", "arm64": "qemu-arm64", "android-arm64": "qemu-arm64"}  # `--bench auto` per target
 QUICK = BenchSettings(warmup=3, runs=20, min_seconds=0.5)  # the bench at the end of `ac compress`
-
-
-def device_for(target: str, choice: str) -> str | None:
-    """The device `ac compress` benches on: ``--bench`` as given, or the target's local one for ``auto``."""
-    name = AUTO_DEVICES.get(target) if choice == "auto" else choice
-    if name in (None, "none"):
-        return None
-    check_name(name)
-    return name
-
-
-def latency_device(target: str, choice: str) -> str:
-    """The device the latency objective measures its tables on: the bench device, or the target's own where
-    ``--bench none``; a ConfigError where the target has none."""
-    name = device_for(target, choice) or AUTO_DEVICES.get(target)
-    if name is None:
-        raise ConfigError(f"--latency-x needs a device to measure on; target {target} has none here: use "
-                          f"--target {' or '.join(AUTO_DEVICES)}, or --params-x / --flops-x")  # fmt: skip
-    return name
-
-
-def bench_target(device: Device) -> Target:
-    """The device's CPU target, linked statically into the runner (loader-independent)."""
-    if device.arch not in STATIC_TARGETS:
-        raise DeviceError(f"{device.name} is a {device.arch} machine; AutoCompress builds runners for "
-                          f"{', '.join(STATIC_TARGETS)} only")  # fmt: skip
-    return dataclasses.replace(get_target(device.static_target or STATIC_TARGETS[device.arch]), link="static")
 
 
 def is_built(out_dir: Path, onnx_path: Path, target: Target) -> bool:
@@ -101,10 +72,11 @@ def torch_outputs(run_dir: Path, x: torch.Tensor, num_classes: int) -> np.ndarra
 
 def check_outputs(run_dir: Path, artifact: Path, device: Device) -> dict[str, Any]:
     """Run the compressed artifact on the run's example input where it runs and compare with torch."""
-    if device.name not in LOCAL_PREFIX:
+    read_back = bench_row(device).read_back
+    if read_back is None:
         return {"status": "not checked: outputs cannot be read back from this device"}
     x = example_input(cfgmod.load(run_dir / "config.toml"))
-    got = infer(artifact, [x.numpy()], LOCAL_PREFIX[device.name])[0]
+    got = infer(artifact, [x.numpy()], list(read_back))[0]
     diff = float(np.abs(got - torch_outputs(run_dir, x, got.shape[-1])).max())
     if diff > OUTPUT_TOLERANCE:
         raise DeviceError(f"{artifact}: outputs on {device.name} differ from torch by {diff:.2e} "
@@ -116,10 +88,10 @@ def bench_json(run_dir: Path, device: str) -> Path:
     return run_dir / "bench" / f"{safe_name(device)}.json"
 
 
-def report_entry(run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
+def report_entry(run_dir: Path, result: dict[str, Any]) -> BenchEntry:
     """What the run's report keeps of a bench (report.json "bench" → device → this)."""
-    return {"metric": result["metric"], "speedup": result["speedup"], "table": speedup_table(result),
-            "output_check": result.get("output_check"), "json": str(bench_json(run_dir, result["device"]))}  # fmt: skip
+    return BenchEntry(result["metric"], result["speedup"], speedup_table(result), result.get("output_check"),
+                      str(bench_json(run_dir, result["device"])))  # fmt: skip
 
 
 def update_report(run_dir: Path, result: dict[str, Any]) -> None:
@@ -127,10 +99,9 @@ def update_report(run_dir: Path, result: dict[str, Any]) -> None:
     path = run_dir / "report.json"
     if not path.is_file():
         return
-    report = json.loads(path.read_text())
-    report.setdefault("bench", {})[result["device"]] = report_entry(run_dir, result)
-    atomic_write_text(json.dumps(report, indent=2) + "\n", path)
-    atomic_write_text(render_markdown(report), run_dir / "report.md")
+    report = read_report(path)
+    report.bench[result["device"]] = report_entry(run_dir, result)
+    write_report(run_dir, report, plots=False)
 
 
 def bench_run(
@@ -143,7 +114,7 @@ def bench_run(
     baseline = _read_baseline(check) if check else None
     device = get_device(device_name)
     try:
-        artifacts = run_artifacts(run_dir, bench_target(device))
+        artifacts = run_artifacts(run_dir, runner_target(device))
         out = bench_json(run_dir, device.name)
         result = bench(device, artifacts, settings, out)
         result["output_check"] = check_outputs(run_dir, artifacts["compressed"], device)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from rich.table import Table
 from ac_toolchain import __version__
 from ac_toolchain import config as cfgmod
 from ac_toolchain.compile import TARGETS
-from ac_toolchain.errors import ACError, CheckpointError, ConfigError
+from ac_toolchain.errors import USER_ERRORS, CheckpointError, ConfigError
 from android_bench.device import BenchSettings
 
 console = Console()
@@ -34,13 +35,13 @@ class UserError(click.ClickException):
 
 
 def handle_errors(fn: F) -> F:
-    """ACError -> one clear line on stderr and exit code 2; Ctrl-C keeps what the run already wrote."""
+    """ACError or DeviceError -> one clear line on stderr and exit code 2; Ctrl-C keeps what the run already wrote."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except ACError as exc:
+        except USER_ERRORS as exc:
             raise UserError(str(exc)) from None
         except KeyboardInterrupt:
             raise UserError("interrupted; everything written so far is kept (continue with --resume RUN_DIR)") from None
@@ -137,16 +138,15 @@ def compress(model: str | None, preset: str | None, resume: Path | None, **kwarg
 @handle_errors
 def train(model: str, preset: str | None, **kwargs: Any) -> None:
     """Train MODEL densely; writes dense.pt and report-free results into a new run directory."""
-    from ac_toolchain.compress import measure
     from ac_toolchain.context import open_run
+    from ac_toolchain.pipeline import measure, new_state, pipeline, run_stages, until
+    from ac_toolchain.pipeline.rounds import Dense
     from ac_toolchain.runs import atomic_write_text
-    from ac_toolchain.stages import Dense, new_state, run_stages
 
     run = open_run(resolve(model, preset, kwargs))
-    state = run_stages(run, [Dense()], new_state(run))
-    results: dict[str, Any] = {}
-    measure(run, state.model, "dense", results)
-    atomic_write_text(json.dumps({**results, "timings": run.timings}, indent=2) + "\n", run.dir / "train.json")
+    state = run_stages(run, until(pipeline(run), Dense), new_state(run))
+    results = {"dense": asdict(measure(run, state.model, "dense")), "timings": run.timings}
+    atomic_write_text(json.dumps(results, indent=2) + "\n", run.dir / "train.json")
     console.print(f"dense model: {run.dir / 'dense.pt'}")
 
 
@@ -292,10 +292,11 @@ def _print_plan(plan: Any, title: str) -> None:
 
 def _prune_round(checkpoint: str, out: Path | None, overrides: dict[str, Any]) -> None:
     """ADMM -> hard prune + retrain -> purify on a dense checkpoint, in a new run directory."""
-    from ac_toolchain.compress import measure, round_results
     from ac_toolchain.context import open_run
+    from ac_toolchain.pipeline import measure, new_state, pipeline, run_stages, until
+    from ac_toolchain.pipeline.finish import round_parts
+    from ac_toolchain.pipeline.rounds import RoundStage
     from ac_toolchain.runs import atomic_save, atomic_write_text
-    from ac_toolchain.stages import new_state, pruning_stages, run_stages
 
     path = Path(checkpoint)
     if path.suffix != ".pt":
@@ -305,14 +306,25 @@ def _prune_round(checkpoint: str, out: Path | None, overrides: dict[str, Any]) -
     fixed = {"search.method": "uniform", "search.rounds": 1, **{k: 0.0 for k in cfgmod.GOAL_KEYS}}  # given rates
     cfgmod.apply_overrides(cfg, {**overrides, **fixed, "model.checkpoint": str(path)}, "command-line flags")
     run = open_run(cfgmod.validate(cfg))
-    state = run_stages(run, pruning_stages(run), new_state(run))
-    results: dict[str, Any] = round_results(state)
-    measure(run, state.model, "compressed", results)
+    state = run_stages(run, until(pipeline(run), RoundStage), new_state(run))
+    parts = {k: _plain(v) for k, v in round_parts(state).items()}
+    results = {**parts, "compressed": asdict(measure(run, state.model, "compressed")), "timings": run.timings}
     atomic_save(state.model.state_dict(), run.dir / "compressed.pt")
-    atomic_write_text(json.dumps({**results, "timings": run.timings}, indent=2) + "\n", run.dir / "prune.json")
+    atomic_write_text(json.dumps(results, indent=2) + "\n", run.dir / "prune.json")
     if out is not None:
         atomic_save(state.model.state_dict(), out)
     console.print(f"pruned model: {out or run.dir / 'compressed.pt'} (round record: {run.dir / 'prune.json'})")
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: dataclasses (in lists and dicts too) as dicts."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 @main.command(epilog="Example:  ac compact runs/resnet18-x86-20261124-101500/compressed.pt --out compact.pt2")
@@ -507,9 +519,16 @@ def _print_layers(run_dir: Path, device: str) -> None:
 
 @main.command(name="targets", epilog="Example:  ac targets")
 def targets_cmd() -> None:
-    """List compile targets."""
-    for t in TARGETS.values():
-        console.print(f"[bold]{t.name:14}[/] {t.description}")
+    """List compile targets and the platform table: which device benches each, where its outputs are checked."""
+    from ac_toolchain.platform import PLATFORMS
+
+    line = "{:14} {:13} {:13} {:15} {:22} {}"
+    console.print(line.format("target", "--bench auto", "checked here", "latency tables", "cross compiler",
+                              "what it runs on"), style="bold", soft_wrap=True)  # fmt: skip
+    for name, row in PLATFORMS.items():
+        t, bench = TARGETS[name], row.auto_bench or "none"
+        console.print(line.format(name, bench, "yes" if row.check_here else "no", bench, t.cross_compiler or "-",
+                                  t.description), soft_wrap=True, highlight=False)  # fmt: skip
 
 
 if __name__ == "__main__":

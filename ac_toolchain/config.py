@@ -131,8 +131,8 @@ class RunConfig:
     device: str = _opt("auto", "torch device: auto, cpu, cuda or cuda:N", flag="--device")
     seed: int = _opt(0, "random seed for splits, init and shuffling", flag="--seed", min=0)
     runs_dir: str = _opt("runs", "folder that holds run directories", flag="--runs-dir")
-    bench: str = _opt("auto", "bench device after compiling: auto (host for x86, qemu-arm64 for arm64 targets), "
-                      "none, host, qemu-arm64, callgrind, adb:<serial>", flag="--bench")  # fmt: skip
+    bench: str = _opt("auto", "bench device after compiling: auto (the target's own, as `ac targets` lists), none, "
+                      "host, qemu-arm64, callgrind, adb:<serial>", flag="--bench")  # fmt: skip
 
 
 @dataclass

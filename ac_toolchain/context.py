@@ -27,6 +27,7 @@ from ac_toolchain.cost.latency_model import conv_geometries
 from ac_toolchain.data import Splits, load_dataset
 from ac_toolchain.errors import CheckpointError, ConfigError, ModelError
 from ac_toolchain.graph import trace
+from ac_toolchain.platform import Platform, resolve_platform
 from ac_toolchain.prune.spec import Spec, load_spec, uniform_spec
 from ac_toolchain.runs import latest_checkpoint, load_state_dict, new_run_dir, save_checkpoint
 from ac_toolchain.search.space import Space
@@ -42,8 +43,9 @@ class Run:
 
     cfg: CompressConfig
     dir: Path
-    device: torch.device
+    device: torch.device  # torch's device
     splits: Splits
+    platform: Platform  # compile target, bench and latency-table devices (ac_toolchain/platform.py)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -127,11 +129,13 @@ def open_run(cfg: CompressConfig, run_dir: Path | None = None, checks: tuple[Any
              after_model: tuple[Any, ...] = ()) -> Run:  # fmt: skip
     """Validate, then create (or reopen, for resume) the run directory; nothing is written before the checks.
 
-    ``checks`` are callables run on the config before anything else (compile toolchain, bench device);
-    ``after_model`` ones once the data and the model are known to be good (settings of what to do with them).
+    The platform is resolved first (an unknown target or bench device stops here). ``checks`` are callables
+    ``(cfg, platform)`` run before anything else (compile toolchain, latency device); ``after_model`` ones
+    ``(cfg)`` once the data and the model are known to be good (settings of what to do with them).
     """
+    platform = resolve_platform(cfg.run.target, cfg.run.bench)
     for check in checks:
-        check(cfg)
+        check(cfg, platform)
     seed_everything(cfg.run.seed)
     splits = load_splits(cfg)
     check_model(cfg, splits.num_classes)
@@ -143,7 +147,7 @@ def open_run(cfg: CompressConfig, run_dir: Path | None = None, checks: tuple[Any
         cfgmod.save(cfg, run_dir / "config.toml")
     console.print(f"run directory: [bold]{run_dir}[/]")
     seed_everything(cfg.run.seed)
-    return Run(cfg, run_dir, device, splits)
+    return Run(cfg, run_dir, device, splits, platform)
 
 
 def train_stage(run: Run, model: nn.Module, stage: str, settings: FitSettings,

@@ -1,5 +1,10 @@
 """Errors a user can act on. Every message says what went wrong and what to do about it."""
 
+from android_bench.errors import DeviceError
+
+__all__ = ["USER_ERRORS", "ACError", "CheckpointError", "ConfigError", "DataError", "DeviceError", "ModelError",
+           "TargetError"]  # fmt: skip
+
 
 class ACError(Exception):
     """Base class of every error AutoCompress raises on purpose."""
@@ -25,5 +30,6 @@ class TargetError(ACError):
     """A compile target is unknown or its toolchain is missing."""
 
 
-class DeviceError(ACError):
-    """A bench device is missing, busy, went away mid-run, or its runner failed."""
+# The bench harness (android_bench) stands alone and raises its own DeviceError; the CLI treats both as the
+# user's to fix: one clear line, exit code 2.
+USER_ERRORS: tuple[type[Exception], ...] = (ACError, DeviceError)

@@ -31,7 +31,7 @@ from torch import nn
 
 from ac_toolchain import config as cfgmod
 from ac_toolchain import native
-from ac_toolchain.bench_run import bench_target, build_artifact
+from ac_toolchain.bench_run import build_artifact
 from ac_toolchain.compact import compact, expand_columns
 from ac_toolchain.compile.lowering import kernel_objects
 from ac_toolchain.compile.targets import Target
@@ -41,6 +41,7 @@ from ac_toolchain.cost.latency_model import Cell, ConvGeometry, LatencyModel, La
 from ac_toolchain.errors import CheckpointError, ConfigError
 from ac_toolchain.export import export_onnx
 from ac_toolchain.graph import trace
+from ac_toolchain.platform import runner_target
 from ac_toolchain.prune.schemes import prune
 from ac_toolchain.runs import atomic_write_text, load_state_dict, safe_name
 from android_bench.bench import METRICS
@@ -191,7 +192,7 @@ def latency_model(model: nn.Module, example: torch.Tensor, device_name: str, wor
     if not geos:
         raise ConfigError("the latency objective needs a model with convolutions; this one has none")
     device = get_device(device_name)
-    target = bench_target(device)
+    target = runner_target(device)
     with DeviceLock(device.name):
         try:
             cache = CellCache(device, target, threads)

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ac_toolchain.errors import TargetError
+from android_bench import qemu
+from android_bench.lock import cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ROOT / "kernels"
@@ -92,10 +94,6 @@ def source_digest(*extra: str | Path, dirs: tuple[Path, ...] | None = None) -> s
     for item in [*sources(dirs), *extra]:
         h.update(item.name.encode() + item.read_bytes() if isinstance(item, Path) else item.encode())
     return h.hexdigest()[:16]
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("AC_CACHE_DIR", Path.home() / ".cache" / "autocompress"))
 
 
 def _wheel_dirs() -> list[str]:
@@ -215,3 +213,6 @@ def compact_conv2d(
     if err:
         raise ValueError(f"ac_compact_conv2d: {_LIB.ac_conv_error(err).decode()}")
     return y
+
+
+qemu.use_plugin(lambda: build("host") / "libac_qemu_insn.so")  # the qemu-arm64 device counts with it

@@ -8,17 +8,22 @@ lists and dicts, never code.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import re
 import tempfile
 import time
+import types
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 
 from ac_toolchain.errors import CheckpointError
+
+T = TypeVar("T")
 
 # <stage>-<epoch>.pt; a stage name may hold digits and dashes (``admm-r2-0003.pt``: stage admm-r2, epoch 3)
 CHECKPOINT_RE = re.compile(r"^(?P<stage>[a-z][a-z0-9-]*?)-(?P<epoch>\d+)\.pt$")
@@ -127,3 +132,30 @@ def load_state_dict(model: torch.nn.Module, path: Path) -> None:
     except RuntimeError as exc:
         first = str(exc).splitlines()[0:3]
         raise CheckpointError(f"{path} does not match this model: {' '.join(first)[:400]}") from None
+
+
+def from_record(cls: type[T], data: Any) -> T:
+    """Rebuild dataclass ``cls`` from what ``dataclasses.asdict`` wrote to JSON: nested dataclasses, their lists
+    and dicts, and optional ones. Keys the class does not have are an error (a file from another version);
+    missing keys take the field's default."""
+    return cast(T, _value(cls, data))
+
+
+def _value(kind: Any, data: Any) -> Any:
+    if data is None:
+        return None
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (types.UnionType, typing.Union):
+        return _value(next(a for a in args if a is not type(None)), data)
+    if origin is list:
+        return [_value(args[0], x) for x in data]
+    if origin is dict:
+        return {k: _value(args[1], v) for k, v in data.items()}
+    if dataclasses.is_dataclass(kind) and isinstance(kind, type):
+        hints = typing.get_type_hints(kind)
+        names = {f.name for f in dataclasses.fields(kind)}
+        unknown = set(data) - names
+        if unknown:
+            raise CheckpointError(f"{kind.__name__}: unknown keys {sorted(unknown)} (written by another version)")
+        return kind(**{k: _value(hints[k], v) for k, v in data.items()})
+    return data

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ac_toolchain.errors import DeviceError
 from android_bench.device import BenchSettings, Device
+from android_bench.errors import DeviceError
 from android_bench.protocol import artifact_digest, artifact_hashes, parse_runner_output, runner_command
 from android_bench.stats import thermal_zones
 from android_bench.transport import ADB_HINT, AdbTransport, Transport

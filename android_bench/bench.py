@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ac_toolchain.errors import DeviceError
 from android_bench.device import BenchSettings, Device
+from android_bench.errors import DeviceError
 from android_bench.lock import DeviceLock
 from android_bench.protocol import artifact_hashes
 from android_bench.stats import summarize, thermal_delta

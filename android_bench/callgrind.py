@@ -16,8 +16,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ac_toolchain.errors import DeviceError
 from android_bench.device import CountingDevice
+from android_bench.errors import DeviceError
 from android_bench.local import counted_run
 
 VALGRIND = "valgrind"
@@ -50,7 +50,6 @@ def count_command(cmd: Sequence[str], env: dict[str, str] | None = None) -> int:
 class CallgrindDevice(CountingDevice):
     name = "callgrind"
     arch = "x86_64"
-    static_target = "x86-avx2"
 
     def __init__(self, base_runs: int = 1) -> None:
         if shutil.which(VALGRIND) is None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ac_toolchain.errors import DeviceError
+from android_bench.errors import DeviceError
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,6 @@ class Device(ABC):
     name: str  # as given to `ac bench --bench`
     arch: str  # "x86_64" or "aarch64": which compiled artifacts it can run
     metric: str  # "latency_us" (samples, wall-clock) or "instructions" (deterministic counts)
-    static_target: str | None = None  # the compile target its runners are built for; None: the arch's default
     profiles = False  # whether profile_cells measures (latency tables), or says why it cannot
 
     @abstractmethod

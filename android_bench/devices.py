@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ac_toolchain.errors import DeviceError
 from android_bench.adb import AdbDevice
 from android_bench.device import Device
+from android_bench.errors import DeviceError
 from android_bench.host import HostDevice
 from android_bench.transport import list_serials
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from ac_toolchain.errors import DeviceError
 from android_bench.device import BenchSettings, Device
+from android_bench.errors import DeviceError
 from android_bench.local import run_runner
 from android_bench.protocol import parse_runner_output, parse_table_output, runner_command, table_command
 from android_bench.stats import thermal_zones

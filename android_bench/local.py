@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ac_toolchain.errors import DeviceError
 from android_bench.device import BenchSettings
+from android_bench.errors import DeviceError
 from android_bench.protocol import parse_runner_output, runner_command
 
 ONCE = BenchSettings(warmup=0, runs=1, min_seconds=0.0, threads=1)

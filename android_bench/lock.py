@@ -13,8 +13,12 @@ import re
 from pathlib import Path
 from types import TracebackType
 
-from ac_toolchain.errors import DeviceError
-from ac_toolchain.native import cache_dir
+from android_bench.errors import DeviceError
+
+
+def cache_dir() -> Path:
+    """Where AutoCompress keeps what outlives a run (kernel builds, latency cells, device locks): $AC_CACHE_DIR."""
+    return Path(os.environ.get("AC_CACHE_DIR", Path.home() / ".cache" / "autocompress"))
 
 
 def lock_path(device: str) -> Path:

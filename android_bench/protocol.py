@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ac_toolchain.errors import DeviceError
 from android_bench.device import BenchSettings
+from android_bench.errors import DeviceError
 
 
 def runner_command(settings: BenchSettings, manifest: str = "manifest.json") -> list[str]:

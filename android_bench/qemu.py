@@ -13,14 +13,13 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ac_toolchain import native
-from ac_toolchain.errors import DeviceError
 from android_bench.device import BenchSettings, CountingDevice
+from android_bench.errors import DeviceError
 from android_bench.local import counted_run, infer, run_runner
 from android_bench.protocol import parse_table_output, table_command
 
@@ -77,6 +76,19 @@ class QemuDevice(CountingDevice):
         return infer(artifact, inputs, [QEMU])
 
     def plugin(self) -> Path:
-        """The plugin, built with the host kernels (cached)."""
-        self._plugin = self._plugin or native.build("host") / "libac_qemu_insn.so"
+        """The counting plugin, from the source registered with :func:`use_plugin` (built once, cached)."""
+        if self._plugin is None:
+            if _plugin_source is None:
+                raise DeviceError("the qemu-arm64 device counts with the plugin of android_bench/qemu_plugin: "
+                                  "build it (CMake target ac_qemu_insn), register it with qemu.use_plugin")
+            self._plugin = _plugin_source()
         return self._plugin
+
+
+_plugin_source: Callable[[], Path] | None = None
+
+
+def use_plugin(source: Callable[[], Path]) -> None:
+    """Register how to get the counting plugin (ac_toolchain builds it with the host kernels, on first use)."""
+    global _plugin_source
+    _plugin_source = source

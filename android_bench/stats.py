@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ac_toolchain.errors import DeviceError
+from android_bench.errors import DeviceError
 
 
 def summarize(samples_us: Sequence[float]) -> dict[str, float]:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import adbutils
 
-from ac_toolchain.errors import DeviceError
+from android_bench.errors import DeviceError
 
 ADB_HINT = (
     "check that the phone is plugged in and listed as 'device' by `adb devices` (or `python -m adbutils -l`): "

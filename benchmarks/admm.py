@@ -13,7 +13,7 @@ same rate and scheme in every conv and linear layer):
 * ``admm+purify``: the same model after purification (dead structure, then redundant within the tolerance).
 
 So (a) and (b) train for the same number of epochs, and the gain of (b) is ADMM's. Every variant runs through
-the real pipeline stages (ac_toolchain/stages.py). Writes ``admm.json``, ``admm.md`` and ``admm.png`` to
+the real pipeline stages (ac_toolchain/pipeline/). Writes ``admm.json``, ``admm.md`` and ``admm.png`` to
 ``--out`` (default benchmarks/results/).
 """
 
@@ -38,8 +38,9 @@ from ac_toolchain import config as cfgmod
 from ac_toolchain.config import CompressConfig
 from ac_toolchain.context import Run, open_run
 from ac_toolchain.count import count
+from ac_toolchain.pipeline import Stage, new_state, pipeline, run_stages, until
+from ac_toolchain.pipeline.rounds import RoundStage
 from ac_toolchain.runs import atomic_save, atomic_write_text
-from ac_toolchain.stages import Stage, new_state, pruning_stages, run_stages
 from ac_toolchain.train import FitSettings, evaluate, fit, make_loader
 
 RESULTS = Path(__file__).parent / "results"
@@ -101,7 +102,8 @@ def _measured(run: Run, stages: list[Stage], after: dict[str, str]) -> dict[str,
         if stage.name in after:
             out[after[stage.name]] = _test(run, state.model)
     out["seconds"] = round(sum(run.timings.values()), 1)
-    out["purification"] = state.current().purification
+    purification = state.current().purification
+    out["purification"] = dataclasses.asdict(purification) if purification else {}
     return out
 
 
@@ -113,9 +115,9 @@ def variants(model: str, rate: float, scheme: str, dense: Path, workdir: Path) -
     oneshot_cfg = _config(model, workdir, {**common, "prune.method": "oneshot", "purify.enabled": False,
                                            "prune.finetune_epochs": admm_epochs + retrain})  # fmt: skip
     run = open_run(oneshot_cfg)
-    oneshot = _measured(run, pruning_stages(run), {"retrain-r1": "oneshot"})
+    oneshot = _measured(run, until(pipeline(run), RoundStage), {"retrain-r1": "oneshot"})
     run = open_run(admm_cfg)
-    admm = _measured(run, pruning_stages(run), {"retrain-r1": "admm", "purify-r1": "admm+purify"})
+    admm = _measured(run, until(pipeline(run), RoundStage), {"retrain-r1": "admm", "purify-r1": "admm+purify"})
     return {"rate": rate, "scheme": scheme, "epochs": {"oneshot": admm_epochs + retrain, "admm": admm_epochs + retrain},
             "admm_settings": dataclasses.asdict(admm_cfg.admm), "purify_settings": dataclasses.asdict(admm_cfg.purify),
             "results": {"oneshot": oneshot["oneshot"], "admm": admm["admm"], "admm+purify": admm["admm+purify"]},

@@ -28,10 +28,10 @@ import matplotlib.pyplot as plt
 import torch
 
 import ac_toolchain as ac
-from ac_toolchain.bench_run import bench_target
 from ac_toolchain.cost.analytic import called_modules
 from ac_toolchain.graph import trace
 from ac_toolchain.latency_tables import CellCache, latency_model, measured_total
+from ac_toolchain.platform import runner_target
 from ac_toolchain.prune.schemes import apply_masks
 from ac_toolchain.search.space import SEARCH_SCHEMES, Space, spec_of
 from android_bench.devices import get_device
@@ -52,7 +52,7 @@ def one(model_name: str, device_name: str, n_specs: int, seed: int, work: Path, 
         tables = latency_model(model, x, device_name, work, threads)
         timings[attempt] = round(time.perf_counter() - start, 1)
     device = get_device(device_name)
-    target = bench_target(device)
+    target = runner_target(device)
     cache = CellCache(device, target, threads)
     space = Space(trace(model, x), "latency", called_modules(model, x), latency=tables)
     rng = random.Random(seed)

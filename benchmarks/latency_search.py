@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ def run_one(model: str, objective: str, x: float, preset: str | None, runs: Path
     if dense is not None:
         overrides["model.checkpoint"] = str(dense)
     start = time.perf_counter()
-    report = ac.compress(model, preset, overrides)
+    report = asdict(ac.compress(model, preset, overrides))
     bench = report["bench"]["qemu-arm64"]
     return {"objective": objective, "target": x, "dense_accuracy": report["dense"]["accuracy"],
             "accuracy": report["compressed"]["accuracy"], "drop_points": report["accuracy_drop_points"],

@@ -50,6 +50,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +64,16 @@ from matplotlib.ticker import NullFormatter
 from torch import nn
 
 from ac_toolchain import config as cfgmod
-from ac_toolchain.bench_run import OUTPUT_TOLERANCE, QUICK, bench_json, bench_target, run_artifacts
+from ac_toolchain.bench_run import OUTPUT_TOLERANCE, QUICK, bench_json, run_artifacts
 from ac_toolchain.compile.tvm_build import TVM_ONNX
 from ac_toolchain.compress import compress
 from ac_toolchain.config import CompressConfig
 from ac_toolchain.context import build, example_input, load_splits, open_run
 from ac_toolchain.count import count
 from ac_toolchain.export import check_with_onnxruntime, export_onnx
+from ac_toolchain.pipeline import new_state
+from ac_toolchain.platform import runner_target
 from ac_toolchain.runs import atomic_save, atomic_write_text, load_state_dict, new_run_dir
-from ac_toolchain.stages import new_state
 from ac_toolchain.train import FitSettings, evaluate, fit, make_loader, pick_device, seed_everything
 from android_bench.bench import bench, write_json
 from android_bench.devices import get_device
@@ -174,7 +176,7 @@ def run_ours(method: str, model: str, preset: str, ratio: float, dense: Path, wo
     cfg = _config(model, preset, workdir, overrides)
     run_dir = new_run_dir(cfg.run.runs_dir, cfg.model.arch, f"{method}-{cfg.run.target}")
     cfgmod.save(cfg, run_dir / "config.toml")  # compress() saves it only in a folder it makes itself
-    report = compress(cfg, run_dir=run_dir)
+    report = asdict(compress(cfg, run_dir=run_dir))
     timings = report.get("timings", {})
     entry = report.get("bench", {}).get(QEMU_DEVICE) if qemu else None
     return {"params": report["compressed"]["params"], "flops": report["compressed"]["flops"],
@@ -226,7 +228,7 @@ def bench_pruned(run_dir: Path, dense: nn.Module, pruned: nn.Module, example: to
     onnx_diff = check_with_onnxruntime(path, pruned, example)
     device = get_device(QEMU_DEVICE)
     try:
-        artifacts = run_artifacts(run_dir, bench_target(device))  # static android-arm64 runners of both files
+        artifacts = run_artifacts(run_dir, runner_target(device))  # static android-arm64 runners of both files
         out = bench_json(run_dir, device.name)
         result = bench(device, artifacts, QUICK, out)
         got = infer(artifacts["compressed"], [example.numpy()], [QEMU])[0]

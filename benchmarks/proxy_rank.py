@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ def _spread(lines: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
 def _round(model: str, preset: str, overrides: dict[str, Any], workdir: Path) -> dict[str, Any]:
     overrides = {"run.target": "x86", "run.bench": "none", "run.runs_dir": str(workdir / "runs"),
                  "search.rounds": 1, **overrides}  # one round: every proposal is scored against the same target
-    return compress(model, preset, overrides)
+    return asdict(compress(model, preset, overrides))
 
 
 def main() -> None:

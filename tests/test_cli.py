@@ -1,6 +1,8 @@
 """The CLI: help with examples, the smoke chain end to end, resume, and one clear error per bad input."""
 
+import hashlib
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -231,6 +233,43 @@ def test_sigkill_mid_search_then_resume_ends_with_the_same_spec(smoke_run: Path,
         if name == "report.json":
             a, b = ({k: r[k] for k in ("compressed", "rates", "ratios")} for r in (a, b))
         assert a == b, name
+
+
+def _fingerprints(run: Path, names: tuple[str, ...]) -> dict[str, tuple[int, str]]:
+    return {n: ((run / n).stat().st_mtime_ns, hashlib.sha256((run / n).read_bytes()).hexdigest()) for n in names}
+
+
+BUILT = ("dense.onnx", "model.onnx", "model.tvm.onnx", "arm64/model.so", "arm64/manifest.json")
+SAME = ("dense", "compressed", "ratios", "rates", "layers", "admm", "method", "search", "purification",
+        "compact_max_abs_diff", "onnx_max_abs_diff")  # fmt: skip
+
+
+def test_sigkill_during_the_bench_then_resume_redoes_neither_onnx_nor_the_tvm_build(
+    smoke_run: Path, tmp_path: Path
+) -> None:
+    whole = smoke_run
+    ac = [sys.executable, "-m", "ac_toolchain.cli"]
+    cmd = [*ac, *SMOKE, "--bench", "qemu-arm64", "--runs-dir", str(tmp_path / "cut")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = _kill_when(proc, tmp_path / "cut", "bench/artifacts", timeout=900)
+    assert (run / "records" / "compile.json").is_file()  # killed after the compile stage ...
+    assert not (run / "records" / "bench-qemu-arm64.json").exists()  # ... in the bench
+    assert not (run / "report.json").exists()
+    before = _fingerprints(run, BUILT)
+    result = _ac("compress", "--resume", str(run))
+    assert result.exit_code == 0, result.output
+    assert _fingerprints(run, BUILT) == before  # neither the ONNX files nor the TVM build were made again
+    first, second = (json.loads((d / "report.json").read_text()) for d in (whole, run))
+    assert {k: second[k] for k in SAME} == {k: first[k] for k in SAME}
+    assert second["compile"]["status"] == first["compile"]["status"]
+    copy = shutil.copytree(whole, tmp_path / "whole")  # the uninterrupted run (no bench stage), benched apart
+    assert _ac("bench", str(copy), "--bench", "qemu-arm64").exit_code == 0
+    benched = json.loads((copy / "report.json").read_text())
+    bench = [{k: r["bench"]["qemu-arm64"][k] for k in ("metric", "speedup", "table")} for r in (benched, second)]
+    assert bench[0] == bench[1]  # instruction counts: the same figures as the uninterrupted run's
+    again = _ac("compress", "--resume", str(run))  # a finished run: every stage restored, nothing redone
+    assert again.exit_code == 0 and _fingerprints(run, BUILT) == before
+    assert json.loads((run / "report.json").read_text()) == second
 
 
 def test_prune_compact_export_commands_on_a_run(tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
-"""Compile targets: one registry entry each (README.md, "Targets")."""
+"""Compile targets: how TVM builds for each (which machine benches it: ac_toolchain/platform.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ac_toolchain.errors import TargetError
@@ -15,8 +15,12 @@ class Target:
     tvm_target: dict[str, Any]
     cross_compiler: str | None  # None: the host compiler
     link: str  # "shared" (a .so for this OS's loader) or "static" (system library linked into the runner)
-    bench_devices: tuple[str, ...] = field(default=())
     kernel_flags: tuple[str, ...] | None = None  # flags for kernels/ linked into model.so; None: no CPU kernels
+
+    @property
+    def runs_here(self) -> bool:
+        """Whether its code runs on this machine's CPU (built with the host compiler)."""
+        return self.cross_compiler is None
 
     @property
     def native(self) -> str:
@@ -27,25 +31,25 @@ class Target:
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
-        Target("x86", "this machine's CPU (llvm)", {"kind": "llvm"}, None, "shared", ("host",), ("-march=native",)),
+        Target("x86", "this machine's CPU (llvm)", {"kind": "llvm"}, None, "shared", ("-march=native",)),
         Target(
             # Runs on any x86 CPU with AVX2 + FMA (Haswell, Zen and later), and under valgrind (no AVX-512).
             "x86-avx2", "any x86 CPU with AVX2 and FMA (portable; valgrind can count it)",
-            {"kind": "llvm", "mcpu": "haswell"}, None, "shared", ("host",), ("-march=haswell",),
+            {"kind": "llvm", "mcpu": "haswell"}, None, "shared", ("-march=haswell",),
         ),
         Target(
             "arm64", "aarch64 Linux CPU with NEON",
             {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
-            "aarch64-linux-gnu-g++", "shared", ("qemu-arm64",), ("-march=armv8-a",),
+            "aarch64-linux-gnu-g++", "shared", ("-march=armv8-a",),
         ),
         Target(
             # A static executable needs no loader, so Android's kernel runs a glibc-linked one as any Linux does.
             "android-arm64", "aarch64 Android phone CPU (static runner with the model linked in)",
             {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
-            "aarch64-linux-gnu-g++", "static", ("adb", "qemu-arm64"), ("-march=armv8-a",),
+            "aarch64-linux-gnu-g++", "static", ("-march=armv8-a",),
         ),
         Target("opencl", "mobile GPU via OpenCL (Mali / Adreno); compile-only here",
-               {"kind": "opencl", "device": "mali"}, "aarch64-linux-gnu-g++", "source", ()),
+               {"kind": "opencl", "device": "mali"}, "aarch64-linux-gnu-g++", "source"),
     )
 }  # fmt: skip
 

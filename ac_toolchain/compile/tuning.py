@@ -31,7 +31,7 @@ def check_tunable(target: Target, trials: int) -> None:
     """Tuning times candidates on this machine: a target that does not run here cannot be tuned."""
     if trials < 0:
         raise TargetError(f"--tune-trials must be >= 0, got {trials}")
-    if trials and "host" not in target.bench_devices:
+    if trials and not target.runs_here:
         raise TargetError(
             f"--tune-trials times candidates on this machine, so it tunes only targets that run here (x86); "
             f"target {target.name} cannot be tuned here — drop --tune-trials, or compile for x86"

@@ -1,5 +1,6 @@
-"""Reports of a run: report.json (machine-readable) and report.md (for a person)."""
+"""Reports of a run: the typed record (records.py, written as report.json) and report.md rendered from it."""
 
-from ac_toolchain.report.render import build_report, render_markdown, write_report
+from ac_toolchain.report.records import Report, read_report
+from ac_toolchain.report.render import render_markdown, write_report
 
-__all__ = ["build_report", "render_markdown", "write_report"]
+__all__ = ["Report", "read_report", "render_markdown", "write_report"]

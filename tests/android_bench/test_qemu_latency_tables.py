@@ -12,11 +12,11 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from ac_toolchain.bench_run import bench_target
 from ac_toolchain.cli import main
 from ac_toolchain.cost.analytic import called_modules
 from ac_toolchain.graph import trace
 from ac_toolchain.latency_tables import latency_model, measured_total
+from ac_toolchain.platform import runner_target
 from ac_toolchain.prune.schemes import apply_masks
 from ac_toolchain.prune.spec import LayerSpec
 from ac_toolchain.search.space import Space
@@ -65,7 +65,7 @@ def test_a_model_on_grid_cells_costs_what_the_tables_predict(name: str, tables: 
     masks = space.masks(spec)
     apply_masks(model, masks)
     device = QemuDevice()
-    measured = measured_total(device, model, X, bench_target(device), tmp_path / "pruned")
+    measured = measured_total(device, model, X, runner_target(device), tmp_path / "pruned")
     predicted = space.cost(spec).latency
     assert abs(predicted - measured) / measured < 5e-3, (predicted, measured)
     assert space.dense.latency == tables.total  # type: ignore[attr-defined]  # the rest is fitted to it
@@ -94,11 +94,11 @@ def test_compress_to_a_latency_target_reports_predicted_beside_measured(tmp_path
     report = compress("lenet5", "smoke", {"run.target": "android-arm64", "run.bench": "qemu-arm64",
                                           "search.latency_x": 1.5, "run.runs_dir": str(tmp_path)})  # fmt: skip
     (run,) = list(tmp_path.iterdir())
-    lat, measured = report["latency"], report["bench"]["qemu-arm64"]["speedup"]
-    assert lat["device"] == "qemu-arm64" and lat["predicted_speedup"] >= 1.5
-    assert abs(lat["predicted_speedup"] - measured) / measured < 0.1, (lat, measured)
-    assert [s["objective"] for s in report["search"]] == ["latency", "latency"]
+    lat, measured = report.latency, report.bench["qemu-arm64"].speedup
+    assert lat is not None and lat.device == "qemu-arm64" and lat.predicted_speedup >= 1.5
+    assert abs(lat.predicted_speedup - measured) / measured < 0.1, (lat, measured)
+    assert [s.objective for s in report.search] == ["latency", "latency"]
     md = (run / "report.md").read_text()
-    assert "## Latency objective" in md and f"{lat['predicted_speedup']}×" in md and f"{measured}×" in md
+    assert "## Latency objective" in md and f"{lat.predicted_speedup}×" in md and f"{measured}×" in md
     tables = json.loads((run / "latency" / "qemu-arm64.json").read_text())
-    assert list(tables["layers"]) == ["conv1", "conv2"] and tables["total"] == pytest.approx(lat["dense"])
+    assert list(tables["layers"]) == ["conv1", "conv2"] and tables["total"] == pytest.approx(lat.dense)

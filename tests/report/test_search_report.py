@@ -1,11 +1,12 @@
 """The report of a run that searched: Pareto front, the three search plots, the Search section and method line.
 
-A fake run directory (search.jsonl + results dict) stands in for a real search, so this runs in a second or two.
+A fake run directory (search.jsonl + a typed Report) stands in for a real search, so this runs in a second or two.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,23 @@ import matplotlib.image as mpimg
 import pytest
 
 from ac_toolchain.config import CompressConfig
-from ac_toolchain.report import build_report, render_markdown, write_report
+from ac_toolchain.report import render_markdown, write_report
 from ac_toolchain.report.plots import (
     pareto_front,
     plot_pareto,
     plot_rates,
     plot_search_trace,
     read_search_log,
+)
+from ac_toolchain.report.records import (
+    CompileRecord,
+    LayerRow,
+    LayerSetting,
+    Measurement,
+    Method,
+    Report,
+    SearchSummary,
+    read_report,
 )
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -45,32 +56,29 @@ def _log() -> list[dict[str, Any]]:
     return log
 
 
-def _summary(r: int, reduction: float, best: tuple[float, float], proposals: int) -> dict[str, Any]:
-    return {"round": r, "objective": "params", "reduction": reduction, "proposals": proposals, "seconds": 12.34,
-            "proposals_per_minute": 19.45, "best": _point(*best),
-            "units": [{"name": n, "members": [n], "size": 100, "role": "body"} for n in LAYERS]}  # fmt: skip
+def _summary(r: int, reduction: float, best: tuple[float, float], proposals: int) -> SearchSummary:
+    return SearchSummary(r, "params", reduction, proposals, 12.34, 19.45, _point(*best),
+                         [{"name": n, "members": [n], "size": 100, "role": "body"} for n in LAYERS])  # fmt: skip
 
 
 RATES = {"conv1": {"rate": 0.25, "scheme": "filter"}, "conv2": {"rate": 0.8125, "scheme": "filter+column"},
          "fc1": {"rate": 0.9, "scheme": "column"}, "fc2": {"rate": 0.5, "scheme": "filter"}}  # fmt: skip
 
 
-def _layer(name: str) -> dict[str, Any]:
-    return {"name": name, "scheme": RATES[name]["scheme"], "rate": RATES[name]["rate"], "groups_kept": 3,
-            "groups_total": 6, "columns_kept": 10, "columns_total": 20, "coupled_to": None, "residual": None,
-            "purified": {}}  # fmt: skip
+def _layer(name: str) -> LayerRow:
+    return LayerRow(name, RATES[name]["scheme"], RATES[name]["rate"], 3, 6, 10, 20)
 
 
-def _results() -> dict[str, Any]:
-    return {
-        "dense": {"accuracy": 0.95, "params": 61_706, "flops": 416_520},
-        "compressed": {"accuracy": 0.93, "params": 1_234, "flops": 20_000},
-        "layers": [_layer(n) for n in LAYERS],
-        "search": [_summary(1, 7.0711, (7.0, 0.91), 3), _summary(2, 50.0, (51.0, 0.71), 3)],
-        "rates": RATES,
-        "compact_max_abs_diff": 0.0,
-        "onnx_max_abs_diff": 1e-6,
-    }
+def _report(cfg: CompressConfig, **changes: Any) -> Report:
+    report = Report(
+        model="lenet5", dataset="mnist-mini", target="x86", dense=Measurement(0.95, 61_706, 416_520),
+        compressed=Measurement(0.93, 1_234, 20_000), accuracy_drop_points=2.0, ratios={"params": 50.0, "flops": 20.8},
+        method=Method.of(cfg), compact_max_abs_diff=0.0, onnx_max_abs_diff=1e-6,
+        compile=CompileRecord("x86", {"kind": "llvm"}, "not compiled"), layers=[_layer(n) for n in LAYERS],
+        search=[_summary(1, 7.0711, (7.0, 0.91), 3), _summary(2, 50.0, (51.0, 0.71), 3)],
+        rates={k: LayerSetting(**v) for k, v in RATES.items()}, timings={"search-r1": 12.3},
+    )  # fmt: skip
+    return replace(report, **changes)
 
 
 def _cfg(method: str = "anneal", params_x: float = 50.0, rounds: int = 2) -> CompressConfig:
@@ -131,32 +139,32 @@ def test_each_plot_is_a_png_and_is_skipped_without_data(tmp_path: Path) -> None:
 
 def test_write_report_draws_the_search_plots_and_section(tmp_path: Path) -> None:
     run = _fake_run(tmp_path)
-    report = write_report(run, _cfg(), "mnist-mini", _results(), {"search-r1": 12.3})
-    assert report["plots"] == {"rates": "plots/rates.png", "search_trace": "plots/search_trace.png",
-                               "pareto": "plots/pareto.png"}  # fmt: skip
-    for rel in report["plots"].values():
+    report = write_report(run, _report(_cfg()))
+    assert report.plots == {"rates": "plots/rates.png", "search_trace": "plots/search_trace.png",
+                            "pareto": "plots/pareto.png"}  # fmt: skip
+    for rel in report.plots.values():
         _assert_png(run / rel)
-    assert report["method"]["goals"] == {"params": 50.0} and report["method"]["rounds"] == 2
-    assert [s["round"] for s in report["search"]] == [1, 2]
-    assert json.loads((run / "report.json").read_text())["search"] == report["search"]
+    assert report.method.goals == {"params": 50.0} and report.method.rounds == 2
+    assert [s.round for s in report.search] == [1, 2]
+    assert read_report(run / "report.json") == report  # report.json is the typed report, read back whole
 
     md = (run / "report.md").read_text()
     assert "Method: `anneal` search to 50× params in 2 rounds, `admm` pruning + purification." in md
     assert "in every layer" not in md  # the uniform rate is not what ran
     section = md[md.index("## Search") : md.index("## Layers")]
-    assert ("- round 1: target 7.0711× params; 3 proposals in 12.3 s (19.45 / minute); best proxy top-1 91.00% "
+    assert ("- round 1: goal 7.0711× params; 3 proposals in 12.3 s (19.45 / minute); best proxy top-1 91.00% "
             "at 7.00× params") in section  # fmt: skip
-    assert ("- round 2: target 50× params; 3 proposals in 12.3 s (19.45 / minute); best proxy top-1 71.00% "
+    assert ("- round 2: goal 50× params; 3 proposals in 12.3 s (19.45 / minute); best proxy top-1 71.00% "
             "at 51.00× params") in section  # fmt: skip
-    for rel in report["plots"].values():
+    for rel in report.plots.values():
         assert f"]({rel})" in section
     assert "| layer | scheme | rate |" in section
     assert "| conv2 | filter+column | 0.8125 |" in section and "| fc1 | column | 0.9000 |" in section
 
 
 def test_search_without_a_log_still_reports_rates_and_section(tmp_path: Path) -> None:
-    report = write_report(tmp_path, _cfg(), "mnist-mini", _results(), {})
-    assert report["plots"] == {"rates": "plots/rates.png"}
+    report = write_report(tmp_path, _report(_cfg()))
+    assert report.plots == {"rates": "plots/rates.png"}
     assert "## Search" in (tmp_path / "report.md").read_text()
 
 
@@ -173,16 +181,16 @@ def test_method_line_names_the_search_and_target_or_the_uniform_rate(
     tmp_path: Path, cfg: CompressConfig, rates_file: str, want: str
 ) -> None:
     cfg.prune.rates = rates_file
-    results = {**_results(), "search": [], "rates": {}}
-    md = render_markdown(build_report(tmp_path, cfg, "mnist-mini", results, {}))
+    md = render_markdown(_report(cfg, search=[], rates={}))
     assert want in md and "## Search" not in md
 
 
 def test_an_old_report_without_search_keys_still_renders(tmp_path: Path) -> None:
     """`ac bench` re-renders report.json of runs made before the search: no "search", "goals" or "rounds"."""
-    report = build_report(tmp_path, _cfg("uniform", 0.0, 1), "mnist-mini", _results(), {})
+    old = asdict(_report(_cfg("uniform", 0.0, 1), search=[], rates={}))
     for key in ("goals", "rounds"):
-        del report["method"][key]
-    del report["search"]
-    md = render_markdown(report)
+        del old["method"][key]
+    del old["search"]
+    (tmp_path / "report.json").write_text(json.dumps(old))
+    md = render_markdown(read_report(tmp_path / "report.json"))
     assert "rate 0.5 in every layer" in md and "## Search" not in md

@@ -1,12 +1,7 @@
-"""The stage pipeline's pruning half (docs/architecture.md): dense model, then rounds of
-``search -> ADMM -> hard prune + masked retrain -> purify`` (``search.method = uniform``: one rate instead).
-
-A stage names its products in the run directory; ``done(run)`` is true when they all exist, and then
-``restore`` rebuilds the typed :class:`State` from them instead of running again. A half-done training stage
-continues from its newest checkpoint (``checkpoints/<stage>-<epoch>.pt``, stage names such as ``admm-r1``).
-Masks always come from a stage's saved products (``rounds/<r>/masks.pt``, ``purified.pt``), never from
-re-projecting weights; a later round keeps every structure an earlier one removed. With
-``prune.method = "oneshot"`` the round has no ADMM stage and hard-prunes at once.
+"""The pruning half of the pipeline: the dense model, then rounds of
+``Search -> ADMM -> Hard prune + retrain -> Purify`` (``search.method = uniform``: one rate instead of the search;
+``prune.method = oneshot``: no ADMM). Masks always come from a stage's saved products (``rounds/<r>/masks.pt``,
+``purified.pt``), never from re-projecting weights; a later round keeps every structure an earlier one removed.
 """
 
 from __future__ import annotations
@@ -15,105 +10,57 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from ac_toolchain.bench_run import latency_device
 from ac_toolchain.config import CompressConfig, goal_flags, goals
-from ac_toolchain.context import Run, build, console, round_spec, train_stage
+from ac_toolchain.context import Run, console, round_spec, train_stage
 from ac_toolchain.cost.analytic import called_modules
 from ac_toolchain.errors import ConfigError
-from ac_toolchain.graph import Graph, trace
+from ac_toolchain.graph import trace
 from ac_toolchain.latency_tables import latency_model, read_model, write_model
+from ac_toolchain.pipeline.base import (
+    Purification,
+    RoundRecord,
+    Stage,
+    State,
+    fit_settings,
+    model_graph,
+    round_dir,
+    val_accuracy,
+)
 from ac_toolchain.prune.admm import Admm, AdmmSettings
 from ac_toolchain.prune.purify import purify_dead, purify_redundant
-from ac_toolchain.prune.schemes import Masks, apply_masks, project
-from ac_toolchain.prune.spec import Spec, load_spec, rates_and_schemes, spec_to_json
-from ac_toolchain.runs import atomic_save, atomic_write_text, load_state_dict, safe_load, safe_name
+from ac_toolchain.prune.schemes import LayerPlan, apply_masks, project
+from ac_toolchain.prune.spec import load_spec, rates_and_schemes, spec_to_json
+from ac_toolchain.report.records import AdmmIteration, SearchSummary
+from ac_toolchain.runs import atomic_save, atomic_write_text, from_record, load_state_dict, safe_load, safe_name
 from ac_toolchain.search.anneal import Annealer, AnnealSettings
 from ac_toolchain.search.proxy import Proxy
 from ac_toolchain.search.space import SEARCH_SCHEMES, Space, combine, spec_of
-from ac_toolchain.train import FitSettings, MaskController, evaluate, make_loader, recalibrate_bn
-
-
-@dataclass
-class RoundRecord:
-    """What one round did, for the report."""
-
-    round: int
-    spec: Spec
-    layers: list[dict[str, Any]] = field(default_factory=list)  # the hard-prune plan, per layer
-    admm: list[dict[str, Any]] = field(default_factory=list)  # one entry per ADMM iteration
-    purification: dict[str, Any] = field(default_factory=dict)
-    search: dict[str, Any] = field(default_factory=dict)  # the search's summary (search.json), if it ran
-
-
-@dataclass
-class State:
-    """What flows from stage to stage."""
-
-    model: nn.Module
-    masks: Masks | None = None
-    rounds: list[RoundRecord] = field(default_factory=list)
-
-    def current(self) -> RoundRecord:
-        return self.rounds[-1]
-
-
-class Stage:
-    name = "stage"
-
-    def products(self, run: Run) -> list[Path]:
-        return []
-
-    def done(self, run: Run) -> bool:
-        paths = self.products(run)
-        return bool(paths) and all(p.is_file() for p in paths)
-
-    def run(self, run: Run, state: State) -> State:
-        raise NotImplementedError
-
-    def restore(self, run: Run, state: State) -> State:
-        return state
-
-
-def round_dir(run: Run, r: int) -> Path:
-    return run.dir / "rounds" / str(r)
-
-
-def val_accuracy(run: Run, model: nn.Module) -> float | None:
-    """Top-1 on the validation split (quiet), or None when the split is empty."""
-    if len(run.splits.val) == 0:
-        return None
-    loader = make_loader(run.splits.val, 256, shuffle=False)
-    return round(evaluate(model, loader, run.device, label=""), 6)
-
-
-def _settings(run: Run, epochs: int, lr: float) -> FitSettings:
-    t = run.cfg.train
-    return FitSettings(epochs, lr, t.batch_size, t.momentum, t.weight_decay, t.max_batches)
+from ac_toolchain.train import MaskController, make_loader, recalibrate_bn
 
 
 def latency_path(run: Run) -> Path:
-    """``<run>/latency/<device>.json``: the latency tables of the run's model on its bench device."""
-    return run.dir / "latency" / f"{safe_name(latency_device(run.cfg.run.target, run.cfg.run.bench))}.json"
+    """``<run>/latency/<device>.json``: the latency tables of the run's model on the platform's latency device."""
+    return run.dir / "latency" / f"{safe_name(run.platform.require_latency_device())}.json"
 
 
 class LatencyTables(Stage):
     """The latency objective's tables (ac_toolchain/latency_tables.py), measured on the bench device before anything
     trains (cells are cached across runs); the final target is checked against them at once."""
 
-    name = "latency tables"
+    name, label = "latency tables", "Latency tables"
 
     def products(self, run: Run) -> list[Path]:
         return [latency_path(run)]
 
     def run(self, run: Run, state: State) -> State:
-        device = latency_device(run.cfg.run.target, run.cfg.run.bench)
+        device = run.platform.require_latency_device()
         console.print(f"measuring latency tables on {device} (cached cells are reused)")
         with tempfile.TemporaryDirectory() as work:
             model = latency_model(state.model.cpu(), run.example, device, Path(work))
@@ -129,7 +76,7 @@ class LatencyTables(Stage):
 class Dense(Stage):
     """Load the dense model (``--dense``, or this run's dense.pt) or train it."""
 
-    name = "dense"
+    name, label = "dense", "Dense"
 
     def products(self, run: Run) -> list[Path]:
         return [run.dir / "dense.pt"]
@@ -141,7 +88,7 @@ class Dense(Stage):
             load_state_dict(state.model, source)
             console.print(f"dense model loaded from {source}")
         else:
-            train_stage(run, state.model, self.name, _settings(run, cfg.train.epochs, cfg.train.lr))
+            train_stage(run, state.model, self.name, fit_settings(run, cfg.train.epochs, cfg.train.lr))
         atomic_save(state.model.state_dict(), run.dir / "dense.pt")
         return state
 
@@ -168,17 +115,17 @@ class RoundStart(RoundStage):
     """The uniform round: one rate for every layer — the one that meets the round's reduction goal, or
     ``prune.rate`` / ``prune.rates`` without a goal; written to ``rounds/<r>/rates.json``."""
 
-    title, files = "round {r}: targets", ("rates.json",)
+    title, files, label = "round {r}: rates", ("rates.json",), "Search"
 
     def run(self, run: Run, state: State) -> State:
-        target = round_goal(run.cfg, self.r)
-        if target is None:
-            spec = round_spec(run.cfg, _graph(run, state.model).layers)
+        goal = round_goal(run.cfg, self.r)
+        if goal is None:
+            spec = round_spec(run.cfg, model_graph(run, state.model).layers)
         else:
-            space = _space(run, state, target[0])
+            space = _space(run, state, goal[0])
             schemes = [run.cfg.prune.scheme] * len(space.units)
-            spec = spec_of(space.units, space.rescale([0.5] * len(space.units), schemes, target[1]), schemes)
-            console.print(f"uniform rate {next(iter(spec.values())).rate:.4f} meets {target[1]:.2f}x {target[0]}")
+            spec = spec_of(space.units, space.rescale([0.5] * len(space.units), schemes, goal[1]), schemes)
+            console.print(f"uniform rate {next(iter(spec.values())).rate:.4f} meets {goal[1]:.2f}x {goal[0]}")
         atomic_write_text(spec_to_json(spec), self.products(run)[0])
         return self.restore(run, state)
 
@@ -214,14 +161,14 @@ class SearchStage(RoundStage):
     ends with the same spec.
     """
 
-    title, files = "search-r{r}", ("rates.json", "search.json")
+    title, files, label = "search-r{r}", ("rates.json", "search.json"), "Search"
 
     def run(self, run: Run, state: State) -> State:
         cfg, s = run.cfg, run.cfg.search
-        target = round_goal(cfg, self.r)
-        if target is None:  # ac compress checks this before the run directory (config.check_search)
+        goal = round_goal(cfg, self.r)
+        if goal is None:  # ac compress checks this before the run directory (config.check_search)
             raise ConfigError(f"--search anneal needs a reduction goal ({goal_flags()})")
-        objective, reduction = target
+        objective, reduction = goal
         space = _space(run, state, objective)
         proxy = Proxy(state.model, space.masks, run.splits.train, run.splits.val, run.device, s.bn_batches,
                       cfg.train.batch_size, cfg.run.seed, s.val_images)  # fmt: skip
@@ -240,14 +187,12 @@ class SearchStage(RoundStage):
                            f"{p.best_accuracy:.2%}  {objective} {p.point.ratio:.1f}x")  # fmt: skip
         assert annealer.best is not None
         best = annealer.best
-        summary = {"round": self.r, "objective": objective, "reduction": round(reduction, 4),
-                   "proposals": annealer.index, "seconds": round(annealer.elapsed, 2),
-                   "proposals_per_minute": round(proxy.per_minute, 2), "best": asdict(best),
-                   "units": [asdict(u) for u in space.units]}  # fmt: skip
+        summary = SearchSummary(self.r, objective, round(reduction, 4), annealer.index, round(annealer.elapsed, 2),
+                                round(proxy.per_minute, 2), asdict(best), [asdict(u) for u in space.units])
         console.print(f"search r{self.r}: {annealer.index} proposals, best proxy {best.accuracy:.2%} at "
                       f"{best.ratio:.1f}x {objective}")  # fmt: skip
         atomic_write_text(spec_to_json(annealer.spec(best)), self.products(run)[0])
-        atomic_write_text(json.dumps(summary, indent=2) + "\n", self.products(run)[1])
+        atomic_write_text(json.dumps(asdict(summary), indent=2) + "\n", self.products(run)[1])
         return self.restore(run, state)
 
     def _state_file(self, run: Run) -> Path:
@@ -268,7 +213,7 @@ class SearchStage(RoundStage):
 
     def restore(self, run: Run, state: State) -> State:
         state.rounds.append(RoundRecord(self.r, load_spec(self.products(run)[0])))
-        state.current().search = json.loads(self.products(run)[1].read_text())
+        state.current().search = from_record(SearchSummary, json.loads(self.products(run)[1].read_text()))
         return state
 
 
@@ -295,66 +240,62 @@ def _append_line(path: Path, record: dict[str, Any]) -> None:
 class AdmmStage(RoundStage):
     """ADMM iterations on the round's spec; the model and the ADMM state land in ``rounds/<r>/admm.pt``."""
 
-    title, files = "admm-r{r}", ("admm.pt",)
+    title, files, label = "admm-r{r}", ("admm.pt",), "ADMM"
 
     def run(self, run: Run, state: State) -> State:
         a = run.cfg.admm
         settings = AdmmSettings(a.iterations, a.epochs_per_iteration, a.rho_init, a.rho_max)
         model = state.model.to(run.device)
-        admm = Admm(_graph(run, model), state.current().spec, settings, lambda m: val_accuracy(run, m))
+        admm = Admm(model_graph(run, model), state.current().spec, settings, lambda m: val_accuracy(run, m))
         keep = [MaskController(state.masks)] if state.masks else []  # earlier rounds' structures stay pruned
-        train_stage(run, model, self.name, _settings(run, a.iterations * a.epochs_per_iteration, a.lr), [admm, *keep])
+        epochs = a.iterations * a.epochs_per_iteration
+        train_stage(run, model, self.name, fit_settings(run, epochs, a.lr), [admm, *keep])
         atomic_save({"model": model.state_dict(), "admm": admm.state()}, self.products(run)[0])
         return self.restore(run, state)
 
     def restore(self, run: Run, state: State) -> State:
         saved = safe_load(self.products(run)[0])
         state.model.load_state_dict(saved["model"])
-        state.current().admm = list(saved["admm"]["log"])
+        state.current().admm = [from_record(AdmmIteration, e) for e in saved["admm"]["log"]]
         return state
-
-
-def _graph(run: Run, model: nn.Module) -> Graph:
-    """The dependency graph of the model, traced with the run's example on the model's device."""
-    return trace(model, run.example.to(next(model.parameters()).device))
 
 
 class Retrain(RoundStage):
     """Hard prune ``W <- Pi_S(W)``, save the masks, retrain with them fixed."""
 
-    title, files = "retrain-r{r}", ("masks.pt", "retrained.pt")
+    title, files, label = "retrain-r{r}", ("masks.pt", "retrained.pt"), "Hard prune + retrain"
 
     def run(self, run: Run, state: State) -> State:
         masks_file = self.products(run)[0]
         model = state.model.to(run.device)
         if not masks_file.is_file():
             rates, schemes = rates_and_schemes(state.current().spec)
-            masks, plan = project(_graph(run, model), rates, schemes, {})
+            masks, plan = project(model_graph(run, model), rates, schemes, {})
             masks = combine(masks, state.masks)  # earlier rounds' structures stay pruned
             atomic_save({"masks": masks, "layers": [vars(e) for e in plan.layers]}, masks_file)
         masks = safe_load(masks_file)["masks"]
         apply_masks(model, masks)
         p = run.cfg.prune
-        train_stage(run, model, self.name, _settings(run, p.finetune_epochs, p.finetune_lr), [MaskController(masks)])
+        train_stage(run, model, self.name, fit_settings(run, p.finetune_epochs, p.finetune_lr), [MaskController(masks)])
         atomic_save(model.state_dict(), self.products(run)[1])
         return self.restore(run, state)
 
     def restore(self, run: Run, state: State) -> State:
         saved = safe_load(self.products(run)[0])
         state.model.load_state_dict(safe_load(self.products(run)[1]))
-        state.masks, state.current().layers = saved["masks"], list(saved["layers"])
+        state.masks, state.current().layers = saved["masks"], [LayerPlan(**e) for e in saved["layers"]]
         return state
 
 
 class Purify(RoundStage):
     """Dead structure (exact), then redundant structure within ``purify.tolerance`` points."""
 
-    title, files = "purify-r{r}", ("purified.pt", "purified.json")
+    title, files, label = "purify-r{r}", ("purified.pt", "purified.json"), "Purify"
 
     def run(self, run: Run, state: State) -> State:
         p = run.cfg.purify
         model = state.model.to(run.device)
-        graph = _graph(run, model)
+        graph = model_graph(run, model)
         masks, dead = purify_dead(graph, state.masks or {})
         apply_masks(model, masks)
         loader = make_loader(run.splits.train, run.cfg.train.batch_size, shuffle=True, seed=run.cfg.run.seed)
@@ -368,41 +309,16 @@ class Purify(RoundStage):
 
         masks, redundant = purify_redundant(model, graph, masks, score, recalibrate, p.tolerance,
                                             max_steps=p.max_steps)  # fmt: skip
-        summary = {"dead": dead.to_dict(), "redundant": redundant.to_dict()}
         atomic_save({"model": model.state_dict(), "masks": masks}, self.products(run)[0])
-        atomic_write_text(json.dumps(summary, indent=2) + "\n", self.products(run)[1])
+        summary = json.dumps(asdict(Purification(dead, redundant)), indent=2)
+        atomic_write_text(summary + "\n", self.products(run)[1])
         return self.restore(run, state)
 
     def restore(self, run: Run, state: State) -> State:
         saved = safe_load(self.products(run)[0])
         state.model.load_state_dict(saved["model"])
         state.masks = saved["masks"]
-        state.current().purification = json.loads(self.products(run)[1].read_text())
+        state.current().purification = from_record(Purification, json.loads(self.products(run)[1].read_text()))
         return state
 
 
-def pruning_stages(run: Run) -> list[Stage]:
-    """Dense, then each round's stages, as the config asks."""
-    stages: list[Stage] = [LatencyTables()] if "latency" in goals(run.cfg.search) else []
-    stages.append(Dense())
-    for r in range(1, run.cfg.search.rounds + 1):
-        stages.append(SearchStage(r) if run.cfg.search.method == "anneal" else RoundStart(r))
-        if run.cfg.prune.method == "admm":
-            stages.append(AdmmStage(r))
-        stages.append(Retrain(r))
-        if run.cfg.purify.enabled:
-            stages.append(Purify(r))
-    return stages
-
-
-def run_stages(run: Run, stages: list[Stage], state: State) -> State:
-    """Run each stage, or restore it from its products when it is done (resume)."""
-    for stage in stages:
-        with run.stage(stage.name):
-            state = stage.restore(run, state) if stage.done(run) else stage.run(run, state)
-            state.model.to(run.device)
-    return state
-
-
-def new_state(run: Run) -> State:
-    return State(build(run.cfg, run.splits.num_classes).to(run.device))
