@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -519,16 +520,20 @@ def _print_layers(run_dir: Path, device: str) -> None:
 
 @main.command(name="targets", epilog="Example:  ac targets")
 def targets_cmd() -> None:
-    """List compile targets and the platform table: which device benches each, where its outputs are checked."""
+    """The platform table: each compile target, the device that benches it, where its outputs are checked."""
     from ac_toolchain.platform import PLATFORMS
 
-    line = "{:14} {:13} {:13} {:15} {:22} {}"
-    console.print(line.format("target", "--bench auto", "checked here", "latency tables", "cross compiler",
-                              "what it runs on"), style="bold", soft_wrap=True)  # fmt: skip
+    # the facts one per column, the description last: it is the one column that wraps on a narrow terminal
+    table = Table("target", "cross compiler", "--bench\nauto", "output check\nhere", "latency\ntables",
+                  "description", box=box.SIMPLE_HEAD, title="compile targets (ac_toolchain/platform.py)")  # fmt: skip
+    for column in table.columns[:-1]:
+        column.no_wrap = True
+    table.columns[-1].min_width = 24
     for name, row in PLATFORMS.items():
-        t, bench = TARGETS[name], row.auto_bench or "none"
-        console.print(line.format(name, bench, "yes" if row.check_here else "no", bench, t.cross_compiler or "-",
-                                  t.description), soft_wrap=True, highlight=False)  # fmt: skip
+        bench = row.auto_bench or "none"  # with --bench auto the latency tables are measured on the bench device
+        table.add_row(name, row.target.cross_compiler or "-", bench, "yes" if row.check_here else "no", bench,
+                      row.target.description)  # fmt: skip
+    console.print(table)
 
 
 if __name__ == "__main__":

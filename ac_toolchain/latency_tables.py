@@ -44,6 +44,7 @@ from ac_toolchain.graph import trace
 from ac_toolchain.platform import runner_target
 from ac_toolchain.prune.schemes import prune
 from ac_toolchain.runs import atomic_write_text, load_state_dict, safe_name
+from ac_toolchain.scheme_registry import FILTER
 from android_bench.bench import METRICS
 from android_bench.device import BenchSettings, Device
 from android_bench.devices import get_device
@@ -157,7 +158,7 @@ def _rest(device: Device, model: nn.Module, example: torch.Tensor, target: Targe
     classifier), fitted to two measured models: the dense one and one with every layer's filters pruned at
     :data:`REST_PROBE`."""
     probe = copy.deepcopy(model).eval()
-    prune(probe, example[:1], REST_PROBE, "filter")
+    prune(probe, example[:1], REST_PROBE, FILTER)
     points = []
     for name, m in (("dense", model), ("probe", probe)):
         total = measured_total(device, m, example, target, work / name, threads)

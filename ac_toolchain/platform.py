@@ -1,10 +1,11 @@
 """Which machine does what, for each compile target: the one platform table.
 
-One row per target (``ac targets`` prints it) names the bench device ``--bench auto`` picks, how compiled
-artifacts are run on this machine to check their outputs. One row per
-bench-device kind names the compile target its static runners are built for and how their outputs are read
-back. :func:`resolve_platform` turns ``--target`` and ``--bench`` into a :class:`Platform` once, before the run
-directory exists; the run carries it, and nothing downstream maps a target string to a device again.
+One row per target (``ac targets`` prints it) names the compile target, the bench device ``--bench auto`` picks
+(also where its latency tables are measured) and how its compiled artifacts run on this machine to check their
+outputs. One row per bench-device kind names the compile target its static runners are built for and how their
+outputs are read back here. :func:`resolve_platform` turns ``--target`` and ``--bench`` into a :class:`Platform`
+once, before the run directory exists; the run carries it, and nothing downstream maps a target string to a device
+again.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ac_toolchain.compile.targets import Target, get_target
+from ac_toolchain.compile.targets import TARGETS, Target, get_target
 from ac_toolchain.compile.tuning import check_tunable
 from ac_toolchain.compile.tvm_build import check_toolchain, load_host_module
 from ac_toolchain.errors import ConfigError, DeviceError
@@ -39,19 +40,19 @@ def _under_qemu(out_dir: Path, x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PlatformRow:
-    target: str
+    target: Target  # the compile target (how TVM builds; its cross compiler)
     auto_bench: str | None  # the bench device of `--bench auto`; None: no bench here
     check_here: Runner | None = None  # runs the compiled artifact on this machine; None: it cannot
 
 
 PLATFORMS: dict[str, PlatformRow] = {
-    row.target: row
+    row.target.name: row
     for row in (
-        PlatformRow("x86", "host", _on_host),
-        PlatformRow("x86-avx2", "host"),
-        PlatformRow("arm64", "qemu-arm64"),
-        PlatformRow("android-arm64", "qemu-arm64", _under_qemu),
-        PlatformRow("opencl", None),
+        PlatformRow(TARGETS["x86"], "host", _on_host),
+        PlatformRow(TARGETS["x86-avx2"], "host"),
+        PlatformRow(TARGETS["arm64"], "qemu-arm64"),  # a shared aarch64 .so: this process cannot load it
+        PlatformRow(TARGETS["android-arm64"], "qemu-arm64", _under_qemu),
+        PlatformRow(TARGETS["opencl"], None),  # source only: no GPU here
     )
 }
 
@@ -103,10 +104,13 @@ class Platform:
                 device.close()
 
     def require_latency_device(self) -> str:
+        """The device latency tables are measured on; a ConfigError naming the targets and devices that have one."""
         if self.latency_device is None:
             able = [t for t, row in PLATFORMS.items() if row.auto_bench]
-            raise ConfigError(f"--latency-x needs a device to measure on; target {self.target.name} has none here: "
-                              f"use --target {' or '.join(able)}, or --params-x / --flops-x")  # fmt: skip
+            devices = sorted({row.auto_bench for row in PLATFORMS.values() if row.auto_bench})
+            raise ConfigError(f"--latency-x needs a device to measure latency tables on; target {self.target.name} "
+                              f"has none here: use --target {' or '.join(able)}, or --bench {' or '.join(devices)}, "
+                              "or a --params-x / --flops-x goal instead")  # fmt: skip
         return self.latency_device
 
 

@@ -41,6 +41,7 @@ from ac_toolchain.count import count
 from ac_toolchain.pipeline import Stage, new_state, pipeline, run_stages, until
 from ac_toolchain.pipeline.rounds import RoundStage
 from ac_toolchain.runs import atomic_save, atomic_write_text
+from ac_toolchain.scheme_registry import DEFAULT_SCHEME
 from ac_toolchain.train import FitSettings, evaluate, fit, make_loader
 
 RESULTS = Path(__file__).parent / "results"
@@ -169,7 +170,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--plan", action="append", required=True,
                     help="MODEL:RATE,RATE,...[:MAX_DENSE_EPOCHS] (repeatable)")  # fmt: skip
-    ap.add_argument("--scheme", default="filter+column")
+    ap.add_argument("--scheme", default=DEFAULT_SCHEME)
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench-admm"), help="dense cache and run dirs")
     ap.add_argument("--max-dense-epochs", type=int, default=30)
     ap.add_argument("--patience", type=int, default=5, help="dense: stop after this many epochs without a new best")

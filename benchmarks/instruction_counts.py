@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ac_toolchain.scheme_registry import DEFAULT_SCHEME
+
 
 def ort_child(onnx_path: str, runs: int) -> None:
     """Run `runs` inferences of onnx_path with onnxruntime on one thread (what callgrind counts)."""
@@ -70,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--rate", type=float, default=0.8)
-    parser.add_argument("--scheme", default="filter+column")
+    parser.add_argument("--scheme", default=DEFAULT_SCHEME)
     args = parser.parse_args()
     from benchmarks.structure_latency import export_variants
 

@@ -33,7 +33,8 @@ from ac_toolchain.graph import trace
 from ac_toolchain.latency_tables import CellCache, latency_model, measured_total
 from ac_toolchain.platform import runner_target
 from ac_toolchain.prune.schemes import apply_masks
-from ac_toolchain.search.space import SEARCH_SCHEMES, Space, spec_of
+from ac_toolchain.scheme_registry import SEARCH_SCHEMES
+from ac_toolchain.search.space import Space, spec_of
 from android_bench.devices import get_device
 
 RESULTS = Path(__file__).parent / "results"

@@ -41,6 +41,7 @@ import ac_toolchain as ac
 from ac_toolchain.compact import compact, expand_columns
 from ac_toolchain.count import count
 from ac_toolchain.export import export_onnx
+from ac_toolchain.scheme_registry import DEFAULT_SCHEME
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -130,7 +131,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--rate", type=float, default=0.8)
-    parser.add_argument("--scheme", default="filter+column")
+    parser.add_argument("--scheme", default=DEFAULT_SCHEME)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

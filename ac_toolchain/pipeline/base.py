@@ -13,6 +13,7 @@ from pathlib import Path
 
 from torch import nn
 
+from ac_toolchain.config import settings_from
 from ac_toolchain.context import Run
 from ac_toolchain.graph import Graph, trace
 from ac_toolchain.prune.purify import DeadReport, RedundantReport
@@ -98,8 +99,7 @@ def val_accuracy(run: Run, model: nn.Module) -> float | None:
 
 
 def fit_settings(run: Run, epochs: int, lr: float) -> FitSettings:
-    t = run.cfg.train
-    return FitSettings(epochs, lr, t.batch_size, t.momentum, t.weight_decay, t.max_batches)
+    return settings_from(FitSettings, run.cfg.train, epochs=epochs, lr=lr)
 
 
 def model_graph(run: Run, model: nn.Module) -> Graph:

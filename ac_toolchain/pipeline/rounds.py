@@ -17,7 +17,7 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from ac_toolchain.config import CompressConfig, goal_flags, goals
+from ac_toolchain.config import CompressConfig, goal_flags, goals, settings_from
 from ac_toolchain.context import Run, console, round_spec, train_stage
 from ac_toolchain.cost.analytic import called_modules
 from ac_toolchain.errors import ConfigError
@@ -39,9 +39,10 @@ from ac_toolchain.prune.schemes import LayerPlan, apply_masks, project
 from ac_toolchain.prune.spec import load_spec, rates_and_schemes, spec_to_json
 from ac_toolchain.report.records import AdmmIteration, SearchSummary
 from ac_toolchain.runs import atomic_save, atomic_write_text, from_record, load_state_dict, safe_load, safe_name
+from ac_toolchain.scheme_registry import DEFAULT_SCHEME, SEARCH_SCHEMES
 from ac_toolchain.search.anneal import Annealer, AnnealSettings
-from ac_toolchain.search.proxy import Proxy
-from ac_toolchain.search.space import SEARCH_SCHEMES, Space, combine, spec_of
+from ac_toolchain.search.proxy import Proxy, ProxySettings
+from ac_toolchain.search.space import Space, combine, spec_of
 from ac_toolchain.train import MaskController, make_loader, recalibrate_bn
 
 
@@ -170,11 +171,10 @@ class SearchStage(RoundStage):
             raise ConfigError(f"--search anneal needs a reduction goal ({goal_flags()})")
         objective, reduction = goal
         space = _space(run, state, objective)
-        proxy = Proxy(state.model, space.masks, run.splits.train, run.splits.val, run.device, s.bn_batches,
-                      cfg.train.batch_size, cfg.run.seed, s.val_images)  # fmt: skip
-        settings = AnnealSettings(s.t0, s.t_stop, s.cooling, s.proposals, s.time_budget, s.scheme_moves, s.energy,
-                                  cfg.run.seed + self.r)  # fmt: skip
-        start = cfg.prune.scheme if cfg.prune.scheme in SEARCH_SCHEMES else "filter+column"
+        knobs = settings_from(ProxySettings, s, batch_size=cfg.train.batch_size, seed=cfg.run.seed)
+        proxy = Proxy(state.model, space.masks, run.splits.train, run.splits.val, run.device, knobs)
+        settings = settings_from(AnnealSettings, s, seed=cfg.run.seed + self.r)
+        start = cfg.prune.scheme if cfg.prune.scheme in SEARCH_SCHEMES else DEFAULT_SCHEME
         annealer = Annealer(space, proxy, reduction, settings, [start] * len(space.units))
         self._resume(run, annealer)
         with _search_progress() as bar:
@@ -244,7 +244,7 @@ class AdmmStage(RoundStage):
 
     def run(self, run: Run, state: State) -> State:
         a = run.cfg.admm
-        settings = AdmmSettings(a.iterations, a.epochs_per_iteration, a.rho_init, a.rho_max)
+        settings = settings_from(AdmmSettings, a)
         model = state.model.to(run.device)
         admm = Admm(model_graph(run, model), state.current().spec, settings, lambda m: val_accuracy(run, m))
         keep = [MaskController(state.masks)] if state.masks else []  # earlier rounds' structures stay pruned

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ac_toolchain.config import SCHEMES  # the one list, kept in the torch-free config module
 from ac_toolchain.errors import ConfigError, ModelError
 from ac_toolchain.graph import Graph, Position, trace, weight_of
+from ac_toolchain.scheme_registry import CHANNEL, COLUMN, DEFAULT_SCHEME, FILTER, FILTER_COLUMN, SCHEMES
 
 Masks = dict[str, torch.Tensor]
 
@@ -206,7 +206,7 @@ def rate_keeping(scheme: str, kept: int, total: int) -> float:
     """The rate at which a layer of ``total`` filters keeps exactly ``kept`` under ``scheme`` (filter or
     filter+column; filter+column's columns then keep the same fraction)."""
     keep = kept / total
-    return 1.0 - keep if scheme == "filter" else 1.0 - keep * keep
+    return 1.0 - keep if scheme == FILTER else 1.0 - keep * keep
 
 
 def _filter_column(plan: Plan, e: LayerPlan, rate: float) -> None:
@@ -221,7 +221,7 @@ def _filter_column(plan: Plan, e: LayerPlan, rate: float) -> None:
 
 
 SCHEME_RULES: dict[str, Callable[[Plan, LayerPlan, float], None]] = {
-    "filter": _filter, "channel": _channel, "column": _column, "filter+column": _filter_column,
+    FILTER: _filter, CHANNEL: _channel, COLUMN: _column, FILTER_COLUMN: _filter_column,
 }  # fmt: skip
 
 
@@ -349,7 +349,7 @@ def prune(
     model: nn.Module,
     example_inputs: torch.Tensor,
     rates: float | dict[str, float],
-    scheme: str | dict[str, str] = "filter+column",
+    scheme: str | dict[str, str] = DEFAULT_SCHEME,
 ) -> Masks:
     """One-shot structured pruning in place: zeroes the chosen structures and returns the masks."""
     return prune_with_plan(model, example_inputs, rates, scheme)[0]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ac_toolchain.errors import ConfigError
-from ac_toolchain.prune.schemes import SCHEMES
+from ac_toolchain.scheme_registry import DEFAULT_SCHEME, SCHEMES
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def rates_and_schemes(spec: Spec) -> tuple[dict[str, float], dict[str, str]]:
 def _entry(origin: str, name: str, body: object) -> LayerSpec:
     if not isinstance(body, dict) or set(body) - {"rate", "scheme"} or "rate" not in body:
         raise ConfigError(f'{origin}: layer \'{name}\' must be {{"rate": R, "scheme": S}}, got {body!r}')
-    rate, scheme = body["rate"], body.get("scheme", "filter+column")
+    rate, scheme = body["rate"], body.get("scheme", DEFAULT_SCHEME)
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= float(rate) < 1.0:
         raise ConfigError(f"{origin}: rate {rate!r} of layer '{name}' is out of range: rates are in [0, 1)")
     if scheme not in SCHEMES:

@@ -15,6 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
+from ac_toolchain.scheme_registry import REGISTRY
+
 
 def plot_admm(admm: list[dict[str, Any]], out: Path) -> Path | None:
     """Per-layer primal residual ||W - Z|| / ||W|| over the ADMM iterations (log scale), rho on a twin axis."""
@@ -38,9 +40,13 @@ def plot_admm(admm: list[dict[str, Any]], out: Path) -> Path | None:
     return _save(fig, out)
 
 
-SCHEME_COLOURS = {"filter": "#47a", "channel": "#6a3", "column": "#c83", "filter+column": "#a33"}
 
 P = TypeVar("P", bound=Mapping[str, Any])
+
+
+def _colour(scheme: str) -> str:
+    entry = REGISTRY.get(scheme)
+    return entry.colour if entry else "#888"
 
 
 def read_search_log(path: Path) -> list[dict[str, Any]]:
@@ -83,11 +89,11 @@ def plot_rates(rates: dict[str, dict[str, Any]], out: Path) -> Path | None:
     schemes = [rates[n]["scheme"] for n in names]
     fig, ax = plt.subplots(figsize=(min(24.0, max(6.0, 2 + 0.3 * len(names))), 4.5))
     ax.bar(range(len(names)), [rates[n]["rate"] for n in names],
-           color=[SCHEME_COLOURS.get(s, "#888") for s in schemes])  # fmt: skip
+           color=[_colour(s) for s in schemes])  # fmt: skip
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("rate (fraction of structures removed)")
-    ax.legend(handles=[Patch(color=SCHEME_COLOURS.get(s, "#888"), label=s) for s in dict.fromkeys(schemes)],
+    ax.legend(handles=[Patch(color=_colour(s), label=s) for s in dict.fromkeys(schemes)],
               title="scheme", loc="upper left", bbox_to_anchor=(1.01, 1))  # fmt: skip
     ax.set_title("Final per-layer rates and schemes")
     return _save(fig, out)

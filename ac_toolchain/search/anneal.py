@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from ac_toolchain.prune.spec import Spec
-from ac_toolchain.search.space import CAP, SEARCH_SCHEMES, Space, depths, spec_of
+from ac_toolchain.scheme_registry import SEARCH_SCHEMES
+from ac_toolchain.search.space import CAP, Space, depths, spec_of
 
 COLLAPSE = 10.0  # accuracy points below the current proposal that count as a collapse
 STEER = 0.8  # depth factor per strike

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,19 +24,30 @@ from ac_toolchain.prune.spec import Spec, spec_to_json
 from ac_toolchain.train import evaluate, make_loader, recalibrate_bn
 
 
+@dataclass(frozen=True)
+class ProxySettings:
+    """What a proposal's quick evaluation uses (``search.bn_batches``, ``search.val_images``, the training batch
+    size and the run's seed)."""
+
+    bn_batches: int
+    batch_size: int
+    seed: int
+    val_images: int = 0  # 0: the whole validation split
+
+
 class Proxy:
     """``proxy(spec) -> accuracy in [0, 1]`` for specs whose masks ``masks_of(spec)`` gives."""
 
     def __init__(self, model: nn.Module, masks_of: Callable[[Spec], Masks], train: Dataset[Any],
-                 val: Dataset[Any], device: torch.device, bn_batches: int, batch_size: int, seed: int,
-                 val_images: int = 0) -> None:  # fmt: skip
+                 val: Dataset[Any], device: torch.device, settings: ProxySettings) -> None:  # fmt: skip
         if len(val) == 0:  # type: ignore[arg-type]
             raise ConfigError("the search scores proposals on the validation split, which is empty: raise "
                               "--data-val-fraction")  # fmt: skip
         self.net = copy.deepcopy(model).to(device).eval()
         self.weights = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
         self.masks_of, self.device = masks_of, device
-        self.bn_batches, self.batch_size, self.seed = bn_batches, batch_size, seed
+        self.bn_batches, self.batch_size, self.seed = settings.bn_batches, settings.batch_size, settings.seed
+        val_images = settings.val_images
         self.train = train
         n = len(val) if val_images <= 0 else min(val_images, len(val))  # type: ignore[arg-type]
         self.val = make_loader(Subset(val, range(n)), 256, shuffle=False)

@@ -28,8 +28,8 @@ from ac_toolchain.errors import ConfigError
 from ac_toolchain.graph import Graph, weight_of
 from ac_toolchain.prune.schemes import Masks, Memo, Plan, filter_split, kept_count, masks_of, plan_graph, rate_keeping
 from ac_toolchain.prune.spec import LayerSpec, Spec
+from ac_toolchain.scheme_registry import COLUMN, FILTER, FILTER_COLUMN
 
-SEARCH_SCHEMES = ("filter", "column", "filter+column")  # what a unit may take ("channel" is a prune-only scheme)
 CAP = 0.995  # the largest rate a unit may take: a layer keeps at least a sliver
 
 
@@ -180,16 +180,16 @@ class Space:
         out = list(rates)
         for i, (unit, rate, scheme) in enumerate(zip(self.units, rates, schemes, strict=True)):
             table, total = self.latency.layers.get(unit.name), len(self.graph.filter_groups(unit.name))
-            if table is None or scheme == "column" or not total or rate <= 0:
+            if table is None or scheme == COLUMN or not total or rate <= 0:
                 continue
-            kept = kept_count(total, rate if scheme == "filter" else filter_split(rate))
+            kept = kept_count(total, rate if scheme == FILTER else filter_split(rate))
             aligned = table.aligned(kept)
             out[i] = rate if aligned == kept else rate_keeping(scheme, aligned, total)
         return out
 
     def check_reachable(self, reduction: float) -> None:
         """Raise :class:`GoalError` unless filter+column at the cap everywhere meets ``reduction``."""
-        schemes = ["filter+column"] * len(self.units)
+        schemes = [FILTER_COLUMN] * len(self.units)
         if self.ratio(self.cost(spec_of(self.units, [CAP] * len(self.units), schemes))) < reduction:
             self._impossible([1.0] * len(self.units), schemes, reduction)
 

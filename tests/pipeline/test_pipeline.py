@@ -12,6 +12,7 @@ import pytest
 from ac_toolchain import config as cfgmod
 from ac_toolchain.pipeline import DIAGRAM, describe, pipeline, until
 from ac_toolchain.pipeline.rounds import Dense, RoundStage
+from ac_toolchain.platform import resolve_platform
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,8 +47,7 @@ def test_the_config_switches_stages_off(bench: str | None, overrides: dict[str, 
 def test_every_stage_has_its_own_name_and_products_in_the_run_directory(tmp_path: Path) -> None:
     run = _run(**{"search.latency_x": 2.0, "search.rounds": 2})
     run.dir = tmp_path
-    run.platform = SimpleNamespace(bench="qemu-arm64", latency_device="qemu-arm64",
-                                   target=SimpleNamespace(name="arm64"))  # fmt: skip
+    run.platform = resolve_platform("arm64", "qemu-arm64")
     stages = pipeline(run)
     names = [s.name for s in stages]
     assert len(names) == len(set(names))

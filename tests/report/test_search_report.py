@@ -171,7 +171,7 @@ def test_search_without_a_log_still_reports_rates_and_section(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("cfg", "rates_file", "want"),
     [
-        (_cfg("uniform", 0.0, 1), "", "Method: `filter` scheme at rate 0.5 in every layer, `admm` pruning"),
+        (_cfg("uniform", 0.0, 1), "", "Method: `filter+column` scheme at rate 0.5 in every layer, `admm` pruning"),
         (_cfg("uniform", 0.0, 1), "r.json", "Method: per-layer targets from `r.json`, `admm` pruning"),
         (_cfg("uniform", 30.0, 1), "", "Method: `uniform` search to 30× params in 1 round, `admm` pruning"),
         (_cfg("anneal", 12.5, 3), "", "Method: `anneal` search to 12.5× params in 3 rounds, `admm` pruning"),

@@ -12,7 +12,7 @@ from torch.utils.data import TensorDataset
 from ac_toolchain.errors import ConfigError
 from ac_toolchain.graph import trace
 from ac_toolchain.prune.schemes import apply_masks
-from ac_toolchain.search.proxy import Proxy
+from ac_toolchain.search.proxy import Proxy, ProxySettings
 from ac_toolchain.search.space import Space, spec_of
 from ac_toolchain.train import evaluate, make_loader, recalibrate_bn
 from tests.nets import RandomNet, randomise_bn
@@ -38,7 +38,7 @@ def setup() -> tuple[nn.Module, Space, TensorDataset, TensorDataset]:
 def _proxy(setup, **kw) -> Proxy:
     net, space, train, val = setup
     options = {"bn_batches": 2, "batch_size": 8, "seed": 5, **kw}
-    return Proxy(net, space.masks, train, val, CPU, **options)
+    return Proxy(net, space.masks, train, val, CPU, ProxySettings(**options))
 
 
 def _spec(space: Space, rate: float, scheme: str = "filter+column"):
@@ -71,7 +71,7 @@ def test_empty_validation_split_is_a_config_error(setup) -> None:
     net, space, train, _ = setup
     empty = TensorDataset(torch.zeros(0, 3, 8, 8), torch.zeros(0, dtype=torch.long))
     with pytest.raises(ConfigError, match="validation split.*empty"):
-        Proxy(net, space.masks, train, empty, CPU, 2, 8, 0)
+        Proxy(net, space.masks, train, empty, CPU, ProxySettings(2, 8, 0))
 
 
 def test_bn_is_recalibrated_on_the_pruned_model(setup) -> None:
