@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -523,17 +522,17 @@ def targets_cmd() -> None:
     """The platform table: each compile target, the device that benches it, where its outputs are checked."""
     from ac_toolchain.platform import PLATFORMS
 
-    # the facts one per column, the description last: it is the one column that wraps on a narrow terminal
-    table = Table("target", "cross compiler", "--bench\nauto", "output check\nhere", "latency\ntables",
-                  "description", box=box.SIMPLE_HEAD, title="compile targets (ac_toolchain/platform.py)")  # fmt: skip
-    for column in table.columns[:-1]:
-        column.no_wrap = True
-    table.columns[-1].min_width = 24
+    # two tables with the same rows, so that each fits a narrow terminal: what the target is, then where it runs
+    what = Table("target", "description", "cross compiler", title="compile targets")
+    where = Table("target", "--bench auto", "output check here", "latency tables",
+                  title="where each runs (ac_toolchain/platform.py)")  # fmt: skip
     for name, row in PLATFORMS.items():
+        what.add_row(name, row.target.description, row.target.cross_compiler or "- (host)")
         bench = row.auto_bench or "none"  # with --bench auto the latency tables are measured on the bench device
-        table.add_row(name, row.target.cross_compiler or "-", bench, "yes" if row.check_here else "no", bench,
-                      row.target.description)  # fmt: skip
-    console.print(table)
+        where.add_row(name, bench, "yes" if row.check_here else "no", bench)
+    for table in (what, where):
+        table.columns[0].no_wrap = True
+        console.print(table)
 
 
 if __name__ == "__main__":

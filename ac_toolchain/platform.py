@@ -108,8 +108,8 @@ class Platform:
         if self.latency_device is None:
             able = [t for t, row in PLATFORMS.items() if row.auto_bench]
             devices = sorted({row.auto_bench for row in PLATFORMS.values() if row.auto_bench})
-            raise ConfigError(f"--latency-x needs a device to measure latency tables on; target {self.target.name} "
-                              f"has none here: use --target {' or '.join(able)}, or --bench {' or '.join(devices)}, "
+            raise ConfigError(f"--latency-x needs a device to measure on; target {self.target.name} has none here: "
+                              f"use --target {' or '.join(able)}, or --bench {' or '.join(devices)}, "
                               "or a --params-x / --flops-x goal instead")  # fmt: skip
         return self.latency_device
 
@@ -136,4 +136,3 @@ def runner_target(device: Device) -> Target:
         raise DeviceError(f"{device.name} is a {device.arch} machine; AutoCompress builds runners for "
                           f"{', '.join(BY_ARCH)} only")  # fmt: skip
     return dataclasses.replace(get_target(name), link="static")
-

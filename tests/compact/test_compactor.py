@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from ac_toolchain.compact import CompactConv2d, compact, expand_columns
 from ac_toolchain.count import count
 from ac_toolchain.prune import SCHEMES, prune
+from tests.cost.test_analytic import physical_cost
 from tests.nets import RandomNet, net_specs, randomise_bn
-from tests.search.test_cost import physical_cost
 
 X = torch.randn(1, 3, 8, 8)
 
