@@ -485,7 +485,9 @@ def bench(run_dir: Path, device: str, check: Path | None, tolerance: float, save
     instruction counts and checks the outputs against torch."""
     from ac_toolchain.bench_run import bench_run
     from android_bench.bench import speedup_table
+    from android_bench.devices import check_name
 
+    check_name(device)  # an unknown device name is the first thing said
     console.print(f"benchmarking {run_dir} on [bold]{device}[/] (building runners on first use: a few minutes)")
     if profile_layers:
         return _print_layers(run_dir, device)

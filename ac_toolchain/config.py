@@ -11,7 +11,7 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import tomli_w
 import tomllib
@@ -19,7 +19,6 @@ import tomllib
 from ac_toolchain.errors import ConfigError
 from ac_toolchain.scheme_registry import DEFAULT_SCHEME, SCHEMES
 
-T = TypeVar("T")
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "models"
 SEARCH_METHODS = ("anneal", "uniform")
 GOAL_KEYS = {"search.params_x": "params", "search.flops_x": "flops", "search.latency_x": "latency"}  # -> objective
@@ -222,17 +221,6 @@ def validate(cfg: CompressConfig) -> CompressConfig:
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:
         raise ConfigError("data.val_fraction + data.test_fraction must be < 1 so something is left to train")
     return cfg
-
-
-def settings_from(cls: type[T], section: Any, **given: Any) -> T:
-    """Dataclass ``cls`` built by name from the fields of config ``section`` that ``cls`` has, plus ``given``.
-    Every field of ``cls`` must come from one of them: a renamed config key fails here, never silently."""
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    values = {n: given[n] if n in given else getattr(section, n) for n in names if n in given or hasattr(section, n)}
-    missing = [n for n in names if n not in values]
-    if missing:
-        raise TypeError(f"{cls.__name__} needs {missing}, which {type(section).__name__} does not have")
-    return cls(**values)
 
 
 def goals(search: SearchConfig) -> dict[str, float]:

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ac_toolchain.config import TrainConfig
 from ac_toolchain.errors import ConfigError
 from ac_toolchain.prune.schemes import Masks, apply_masks
 
@@ -78,7 +79,7 @@ class MaskController(Controller):
 
 @dataclass
 class FitSettings:
-    """What one call of :func:`fit` needs; built from TrainConfig or PruneConfig."""
+    """What one call of :func:`fit` needs; built from the config with :meth:`from_config`."""
 
     epochs: int
     lr: float
@@ -86,6 +87,13 @@ class FitSettings:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     max_batches: int = 0
+
+    @classmethod
+    def from_config(cls, train: TrainConfig, epochs: int, lr: float) -> FitSettings:
+        """The ``[train]`` section's optimiser knobs, by name; ``epochs`` and ``lr`` say which training this is
+        (dense: ``train.epochs`` / ``train.lr``; ADMM: its epochs / ``admm.lr``; retraining: ``prune.finetune_*``)."""
+        return cls(epochs=epochs, lr=lr, batch_size=train.batch_size, momentum=train.momentum,
+                   weight_decay=train.weight_decay, max_batches=train.max_batches)  # fmt: skip
 
 
 def pick_device(name: str) -> torch.device:

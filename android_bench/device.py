@@ -65,7 +65,7 @@ class Device(ABC):
 
     def profile_cells(self, runner: Path, cells: Path, settings: BenchSettings) -> list[float]:
         """The cost of every cell of a ``--conv-table`` file (one conv shape per line) in this device's metric,
-        measured by the table runner in the folder ``runner`` (ac_toolchain/latency_tables.py builds both)."""
+        measured by the table runner in the folder ``runner`` (the toolchain that drives this harness builds both)."""
         raise DeviceError(
             f"{self.name} cannot build latency tables (it has no per-kernel-call measurement); "
             "profile on host (time) or qemu-arm64 (aarch64 instruction counts)"

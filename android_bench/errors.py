@@ -1,5 +1,5 @@
 """The bench harness's one error: a bench device is missing, busy, went away mid-run, or its runner failed.
-ac_toolchain re-exports it (ac_toolchain.errors.DeviceError is this class)."""
+The toolchain that drives this harness re-exports it: its DeviceError is this class."""
 
 
 class DeviceError(RuntimeError):

@@ -90,7 +90,7 @@ class HostDevice(Device):
     def profile_cells(self, runner: Path, cells: Path, settings: BenchSettings) -> list[float]:
         """The fastest of every cell's ``settings.runs`` timed kernel calls (after the warm-up), in microseconds:
         on a shared machine the median of two-thread calls of one shape moved 2-10x from run to run, the fastest
-        a few percent (ac_toolchain/latency_tables.py compares it with a model's fastest inference)."""
+        a few percent (the toolchain's latency tables compare it with a model's fastest inference)."""
         settings = dataclasses.replace(settings, threads=settings.threads or os.cpu_count() or 1)
         out = run_runner(runner, table_command(settings, str(cells.resolve())))
         return [min(samples) for samples in parse_table_output(out.splitlines())]

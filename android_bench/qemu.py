@@ -80,7 +80,7 @@ class QemuDevice(CountingDevice):
         if self._plugin is None:
             if _plugin_source is None:
                 raise DeviceError("the qemu-arm64 device counts with the plugin of android_bench/qemu_plugin: "
-                                  "build it (CMake target ac_qemu_insn), register it with qemu.use_plugin")
+                                  "build it (CMake target ac_qemu_insn), register it with qemu.use_plugin")  # fmt: skip
             self._plugin = _plugin_source()
         return self._plugin
 
@@ -89,6 +89,6 @@ _plugin_source: Callable[[], Path] | None = None
 
 
 def use_plugin(source: Callable[[], Path]) -> None:
-    """Register how to get the counting plugin (ac_toolchain builds it with the host kernels, on first use)."""
+    """Register how to get the counting plugin (the toolchain builds it with its host kernels, on first use)."""
     global _plugin_source
     _plugin_source = source

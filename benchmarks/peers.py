@@ -152,7 +152,7 @@ def train_dense(model: str, preset: str, workdir: Path, sets: dict[str, Any], ma
             raise _Plateau
 
     start = time.perf_counter()
-    settings = FitSettings(max_epochs, t.lr, t.batch_size, t.momentum, t.weight_decay, t.max_batches)
+    settings = FitSettings.from_config(t, epochs=max_epochs, lr=t.lr)
     with contextlib.suppress(_Plateau):
         fit(state.model, run.splits.train, settings, run.device, seed=run.cfg.run.seed, on_epoch_end=watch,
             label="dense")  # fmt: skip
@@ -205,7 +205,7 @@ def run_tp(mode: str, model: str, preset: str, ratio: float, dense: Path, workdi
     _log(f"  run directory: {run_dir}")
     pruned, tp_ratio = prune_to_params_ratio(net, example, ratio, mode)
     epochs, p, t = chain_epochs(cfg), cfg.prune, cfg.train
-    settings = FitSettings(epochs, p.finetune_lr, t.batch_size, t.momentum, t.weight_decay, t.max_batches)
+    settings = FitSettings.from_config(t, epochs=epochs, lr=p.finetune_lr)
     fit(pruned, splits.train, settings, device, seed=cfg.run.seed, label=f"tp-{mode} fine-tune")
     result = {**_test(pruned, cfg, splits, device), "epochs": epochs, "lr": p.finetune_lr,
               "tp_params_ratio": round(tp_ratio, 4), "run_dir": str(run_dir)}  # fmt: skip

@@ -109,21 +109,3 @@ def test_every_shipped_recipe_and_preset_resolves(recipe: str) -> None:
         assert cfg.model.arch == recipe
         cfgmod.check_search(cfg)  # every shipped preset runs the search with a target
 
-
-def test_settings_are_built_from_their_config_section_by_name() -> None:
-    from ac_toolchain.prune.admm import AdmmSettings
-    from ac_toolchain.search.anneal import AnnealSettings
-    from ac_toolchain.search.proxy import ProxySettings
-    from ac_toolchain.train import FitSettings
-
-    cfg = cfgmod.CompressConfig()
-    cfg.search.t0, cfg.search.cooling, cfg.admm.rho_max, cfg.train.momentum = 7.0, 0.8, 3.0, 0.5
-    anneal = cfgmod.settings_from(AnnealSettings, cfg.search, seed=9)
-    assert (anneal.t0, anneal.cooling, anneal.energy, anneal.seed) == (7.0, 0.8, cfg.search.energy, 9)
-    assert cfgmod.settings_from(AdmmSettings, cfg.admm).rho_max == 3.0
-    fit = cfgmod.settings_from(FitSettings, cfg.train, epochs=4, lr=0.2)
-    assert (fit.epochs, fit.lr, fit.momentum, fit.batch_size) == (4, 0.2, 0.5, cfg.train.batch_size)
-    proxy = cfgmod.settings_from(ProxySettings, cfg.search, batch_size=16, seed=1)
-    assert (proxy.bn_batches, proxy.val_images, proxy.batch_size) == (cfg.search.bn_batches, 0, 16)
-    with pytest.raises(TypeError, match=r"AnnealSettings needs \['seed'\], which SearchConfig does not have"):
-        cfgmod.settings_from(AnnealSettings, cfg.search)

@@ -36,3 +36,13 @@ def test_a_runner_change_rebuilds_the_runner_core(tree: Path) -> None:
         fh.write("// changed\n")
     assert native.build_dir("aarch64", True) != before
     assert native.build_dir("host", True) != native.build_dir("aarch64", True)
+
+
+def test_the_qemu_device_counts_with_the_plugin_built_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # android_bench does not import the toolchain: importing native registers where the plugin comes from
+    if shutil.which("qemu-aarch64") is None:
+        pytest.skip("qemu-aarch64 is not installed")
+    from android_bench.qemu import QemuDevice
+
+    monkeypatch.setattr(native, "build", lambda kind: tmp_path / kind)
+    assert QemuDevice().plugin() == tmp_path / "host" / "libac_qemu_insn.so"

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from ac_toolchain.config import TrainConfig
 from ac_toolchain.prune.schemes import prune
 from ac_toolchain.train import FitSettings, fit, make_optimizer, recalibrate_bn
 
@@ -51,3 +52,9 @@ def test_recalibrated_bn_statistics_are_the_batch_statistics() -> None:
     bn = net[1]
     assert torch.allclose(bn.running_mean, h.mean((0, 2, 3)), atol=1e-5)
     assert not net.training and bn.momentum == 0.1
+
+
+def test_settings_are_the_train_sections_knobs_by_name_with_the_stages_epochs_and_lr() -> None:
+    train = TrainConfig(epochs=9, lr=0.3, batch_size=8, momentum=0.5, weight_decay=1e-3, max_batches=6)
+    settings = FitSettings.from_config(train, epochs=2, lr=0.01)
+    assert settings == FitSettings(epochs=2, lr=0.01, batch_size=8, momentum=0.5, weight_decay=1e-3, max_batches=6)

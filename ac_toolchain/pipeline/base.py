@@ -13,7 +13,6 @@ from pathlib import Path
 
 from torch import nn
 
-from ac_toolchain.config import settings_from
 from ac_toolchain.context import Run
 from ac_toolchain.graph import Graph, trace
 from ac_toolchain.prune.purify import DeadReport, RedundantReport
@@ -99,7 +98,7 @@ def val_accuracy(run: Run, model: nn.Module) -> float | None:
 
 
 def fit_settings(run: Run, epochs: int, lr: float) -> FitSettings:
-    return settings_from(FitSettings, run.cfg.train, epochs=epochs, lr=lr)
+    return FitSettings.from_config(run.cfg.train, epochs=epochs, lr=lr)
 
 
 def model_graph(run: Run, model: nn.Module) -> Graph:

@@ -232,7 +232,7 @@ class Bench(RecordStage):
     name, label = "bench", "Bench"
 
     def __init__(self, device: str) -> None:
-        self.device, self.file = device, f"bench-{safe_name(device)}"
+        self.device, self.file, self.name = device, f"bench-{safe_name(device)}", f"bench on {device}"
 
     def run(self, run: Run, state: State) -> State:
         console.print(f"benchmarking on {self.device}")

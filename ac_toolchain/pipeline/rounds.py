@@ -17,7 +17,7 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from ac_toolchain.config import CompressConfig, goal_flags, goals, settings_from
+from ac_toolchain.config import CompressConfig, goal_flags, goals
 from ac_toolchain.context import Run, console, round_spec, train_stage
 from ac_toolchain.cost.analytic import called_modules
 from ac_toolchain.errors import ConfigError
@@ -171,9 +171,9 @@ class SearchStage(RoundStage):
             raise ConfigError(f"--search anneal needs a reduction goal ({goal_flags()})")
         objective, reduction = goal
         space = _space(run, state, objective)
-        knobs = settings_from(ProxySettings, s, batch_size=cfg.train.batch_size, seed=cfg.run.seed)
+        knobs = ProxySettings.from_config(s, batch_size=cfg.train.batch_size, seed=cfg.run.seed)
         proxy = Proxy(state.model, space.masks, run.splits.train, run.splits.val, run.device, knobs)
-        settings = settings_from(AnnealSettings, s, seed=cfg.run.seed + self.r)
+        settings = AnnealSettings.from_config(s, seed=cfg.run.seed + self.r)
         start = cfg.prune.scheme if cfg.prune.scheme in SEARCH_SCHEMES else DEFAULT_SCHEME
         annealer = Annealer(space, proxy, reduction, settings, [start] * len(space.units))
         self._resume(run, annealer)
@@ -244,7 +244,7 @@ class AdmmStage(RoundStage):
 
     def run(self, run: Run, state: State) -> State:
         a = run.cfg.admm
-        settings = settings_from(AdmmSettings, a)
+        settings = AdmmSettings.from_config(a)
         model = state.model.to(run.device)
         admm = Admm(model_graph(run, model), state.current().spec, settings, lambda m: val_accuracy(run, m))
         keep = [MaskController(state.masks)] if state.masks else []  # earlier rounds' structures stay pruned

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ac_toolchain.config import AdmmConfig
 from ac_toolchain.graph import Graph, weight_of
 from ac_toolchain.prune.schemes import Masks, project
 from ac_toolchain.prune.spec import Spec, rates_and_schemes
@@ -40,6 +41,12 @@ class AdmmSettings:
     epochs_per_iteration: int = 1
     rho_init: float = 1e-2
     rho_max: float = 1.0
+
+    @classmethod
+    def from_config(cls, admm: AdmmConfig) -> AdmmSettings:
+        """The ``[admm]`` section's schedule, by name (its ``lr`` goes to the W-step's FitSettings instead)."""
+        return cls(iterations=admm.iterations, epochs_per_iteration=admm.epochs_per_iteration,
+                   rho_init=admm.rho_init, rho_max=admm.rho_max)  # fmt: skip
 
 
 def rho_at(iteration: int, s: AdmmSettings) -> float:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ac_toolchain.config import SearchConfig
 from ac_toolchain.prune.spec import Spec
 from ac_toolchain.scheme_registry import SEARCH_SCHEMES
 from ac_toolchain.search.space import CAP, Space, depths, spec_of
@@ -48,6 +49,13 @@ class AnnealSettings:
     scheme_moves: bool = True
     energy: str = "points"  # or "fraction"
     seed: int = 0
+
+    @classmethod
+    def from_config(cls, search: SearchConfig, seed: int) -> AnnealSettings:
+        """The ``[search]`` section's annealing knobs, by name (a renamed config field is a type error here)."""
+        return cls(t0=search.t0, t_stop=search.t_stop, cooling=search.cooling, proposals=search.proposals,
+                   time_budget=search.time_budget, scheme_moves=search.scheme_moves, energy=search.energy,
+                   seed=seed)  # fmt: skip
 
 
 @dataclass

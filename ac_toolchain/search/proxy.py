@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from ac_toolchain.config import SearchConfig
 from ac_toolchain.errors import ConfigError
 from ac_toolchain.prune.schemes import Masks, apply_masks
 from ac_toolchain.prune.spec import Spec, spec_to_json
@@ -33,6 +34,11 @@ class ProxySettings:
     batch_size: int
     seed: int
     val_images: int = 0  # 0: the whole validation split
+
+    @classmethod
+    def from_config(cls, search: SearchConfig, batch_size: int, seed: int) -> ProxySettings:
+        """The ``[search]`` section's proxy knobs, by name, with the training batch size and the run's seed."""
+        return cls(bn_batches=search.bn_batches, batch_size=batch_size, seed=seed, val_images=search.val_images)
 
 
 class Proxy:

@@ -15,7 +15,9 @@ from ac_toolchain.config import load
 from ac_toolchain.context import build, example_input
 from ac_toolchain.export import export_onnx
 from ac_toolchain.runs import load_state_dict
+from android_bench import qemu
 from android_bench.device import BenchSettings
+from android_bench.errors import DeviceError
 from android_bench.qemu import QemuDevice
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,3 +106,11 @@ def test_bad_baseline_and_non_run_folders_are_clear_errors(smoke_run: Path, tmp_
     assert code == 2 and "is not a run directory (no config.toml)" in said
     code, said = _ac("bench", str(smoke_run), "--bench", "pixel")
     assert code == 2 and "qemu-arm64" in said
+
+
+def test_the_plugin_comes_from_whoever_registered_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(qemu, "_plugin_source", None)  # the harness on its own, with no toolchain to build it
+    with pytest.raises(DeviceError, match="register it with qemu.use_plugin"):
+        QemuDevice().plugin()
+    qemu.use_plugin(lambda: tmp_path / "libac_qemu_insn.so")
+    assert QemuDevice().plugin() == tmp_path / "libac_qemu_insn.so"

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from ac_toolchain.config import AdmmConfig
 from ac_toolchain.graph import trace
 from ac_toolchain.prune.admm import Admm, AdmmSettings, hard_prune_masks, rho_at
 from ac_toolchain.prune.schemes import gemm_view
@@ -112,3 +113,9 @@ def test_state_round_trips_through_a_checkpoint_dict() -> None:
     assert other.iteration == 1 and other.rho == admm.rho and other.log == admm.log
     assert all(torch.equal(other.Z[k], admm.Z[k]) and torch.equal(other.U[k], admm.U[k]) for k in admm.layers)
     assert gemm_view(other.Z["0"]).ne(0).any(1).sum() < 8  # a projected Z, not the weights
+
+
+def test_settings_are_the_admm_sections_schedule_by_name() -> None:
+    admm = AdmmConfig(iterations=7, epochs_per_iteration=2, rho_init=1e-3, rho_max=3.0, lr=0.5)
+    expected = AdmmSettings(iterations=7, epochs_per_iteration=2, rho_init=1e-3, rho_max=3.0)
+    assert AdmmSettings.from_config(admm) == expected

@@ -10,6 +10,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
+from ac_toolchain.config import SearchConfig
 from ac_toolchain.cost.analytic import Cost
 from ac_toolchain.graph import trace
 from ac_toolchain.prune.spec import Spec, parse_spec, spec_to_json
@@ -227,3 +228,11 @@ def test_the_recorded_spec_is_the_costed_one(lenet: Space) -> None:
         cost = lenet.cost(written)
         assert (cost.params, cost.flops) == (p.point.params, p.point.flops)
         assert lenet.ratio(cost) >= 5.0
+
+
+def test_settings_are_the_search_sections_knobs_by_name() -> None:
+    search = SearchConfig(t0=7.0, t_stop=0.2, cooling=0.8, proposals=3, time_budget=5.0, scheme_moves=False,
+                          energy="fraction")  # fmt: skip
+    assert AnnealSettings.from_config(search, seed=9) == AnnealSettings(
+        t0=7.0, t_stop=0.2, cooling=0.8, proposals=3, time_budget=5.0, scheme_moves=False, energy="fraction", seed=9
+    )

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from ac_toolchain.config import SearchConfig
 from ac_toolchain.errors import ConfigError
 from ac_toolchain.graph import trace
 from ac_toolchain.prune.schemes import apply_masks
@@ -100,3 +101,8 @@ def test_val_images_limits_the_validation_split(setup) -> None:
     proxy = _proxy(setup, val_images=5)
     assert len(proxy.val.dataset) == 5  # type: ignore[arg-type]
     assert (proxy(_spec(space, 0.4)) * 5).is_integer()
+
+
+def test_settings_are_the_search_sections_knobs_by_name() -> None:
+    settings = ProxySettings.from_config(SearchConfig(bn_batches=3, val_images=50), batch_size=16, seed=4)
+    assert settings == ProxySettings(bn_batches=3, batch_size=16, seed=4, val_images=50)
