@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -104,6 +105,11 @@ def _only_run(runs_dir: Path) -> Path:
     return run
 
 
+# The smoke chain's compressed model must be well above chance: 10 classes (chance 0.1), 500 test images (the
+# binomial std at chance is 1.3 points, so 0.25 is > 10 std above it); the smoke chain's 30x model, trained for a
+# handful of epochs, sits near 0.4. A chain that breaks the weights lands at chance (the test below shows it).
+ACCURACY_FLOOR = 0.25
+
 SMOKE = ["compress", "lenet5", "--preset", "smoke", "--admm-iterations", "6", "--search-proposals", "4",
          "--target", "arm64"]  # fmt: skip
 
@@ -136,6 +142,7 @@ def test_smoke_chain_writes_a_complete_report(smoke_run: Path) -> None:
         assert set(report[key]) == {"accuracy", "params", "flops"}
     assert report["dense"]["params"] == 61_706
     assert report["dense"]["accuracy"] > 0.5  # two epochs of LeNet-5 on MNIST: far above chance (0.1)
+    assert report["compressed"]["accuracy"] > ACCURACY_FLOOR, report["compressed"]
     assert report["compressed"]["params"] < report["dense"]["params"] / 1.5
     assert report["ratios"]["params"] == round(report["dense"]["params"] / report["compressed"]["params"], 3)
     assert [x["name"] for x in report["layers"]] == ["conv1", "conv2", "fc1", "fc2", "fc3"]
@@ -344,6 +351,32 @@ def test_default_resnet18_command_reaches_high_accuracy(tmp_path: Path) -> None:
     assert report["ratios"]["params"] >= 50 and report["accuracy_drop_points"] <= 0.5, report["ratios"]
     assert [s["round"] for s in report["search"]] == [1, 2]  # the search ran in both rounds
     assert report["bench"]["qemu-arm64"]["speedup"] > 10
+
+
+CHAIN = ["compress", "lenet5", "--preset", "smoke", "--search", "uniform", "--prune-method", "oneshot",
+         "--prune-rate", "0.5", "--search-rounds", "1", "--target", "x86"]  # fmt: skip
+
+
+def test_the_accuracy_floor_catches_a_chain_that_breaks_the_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ac_toolchain.pipeline import rounds
+
+    good = _ac(*CHAIN, "--runs-dir", str(tmp_path / "good"))
+    assert good.exit_code == 0, good.output
+    report = json.loads((_only_run(tmp_path / "good") / "report.json").read_text())
+    assert report["compressed"]["accuracy"] > ACCURACY_FLOOR
+
+    def zero_everything(*args: Any, **kwargs: Any) -> Any:  # a projection that removes every weight
+        masks, plan = project(*args, **kwargs)
+        return {k: torch.zeros_like(m) for k, m in masks.items()}, plan
+
+    project = rounds.project
+    monkeypatch.setattr(rounds, "project", zero_everything)
+    broken = _ac(*CHAIN, "--runs-dir", str(tmp_path / "broken"))
+    assert broken.exit_code == 0, broken.output
+    report = json.loads((_only_run(tmp_path / "broken") / "report.json").read_text())
+    assert report["compressed"]["accuracy"] < ACCURACY_FLOOR  # the floor above would fail this chain
 
 
 def test_missing_cross_compiler_stops_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
