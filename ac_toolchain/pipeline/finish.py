@@ -134,10 +134,20 @@ def predict_latency(run: Run, model: nn.Module) -> LatencyPrediction:
                              round(dense / cost.latency, 3), str(path))  # fmt: skip
 
 
-class Compact(RecordStage):
+class CheckStage(RecordStage):
+    """A stage whose finding is one equivalence check, kept in ``Findings.<found>``."""
+
+    found = "check"
+
+    def restore(self, run: Run, state: State) -> State:
+        setattr(state.found, self.found, self.load(run, EquivalenceCheck).max_abs_diff)
+        return state
+
+
+class Compact(CheckStage):
     """Filters and channels removed physically, column-pruned convs gathered; checked against the masked model."""
 
-    name, label, file = "compact", "Compact", "compact"
+    name, label, file, found = "compact", "Compact", "compact", "compact_max_abs_diff"
 
     def run(self, run: Run, state: State) -> State:
         state.compact = small = compact_model(run, state.model)
@@ -147,9 +157,6 @@ class Compact(RecordStage):
         self.save(run, EquivalenceCheck(diff))
         return self.restore(run, state)
 
-    def restore(self, run: Run, state: State) -> State:
-        state.found.compact_max_abs_diff = self.load(run, EquivalenceCheck).max_abs_diff
-        return state
 
 
 def compact_model(run: Run, model: nn.Module) -> nn.Module:
@@ -159,11 +166,11 @@ def compact_model(run: Run, model: nn.Module) -> nn.Module:
     return small
 
 
-class Export(RecordStage):
+class Export(CheckStage):
     """ONNX files: model.onnx (the compact model, checked with onnxruntime), model.tvm.onnx (what Compile
     imports: column-pruned convs as zero columns) and dense.onnx (what ``ac bench`` compares with)."""
 
-    name, label, file = "export onnx", "Export", "export"
+    name, label, file, found = "export onnx", "Export", "export", "onnx_max_abs_diff"
 
     def outputs(self, run: Run) -> list[Path]:
         return [run.dir / "dense.onnx", run.dir / "model.onnx", run.dir / TVM_ONNX]
@@ -181,9 +188,6 @@ class Export(RecordStage):
         self.save(run, EquivalenceCheck(diff))
         return self.restore(run, state)
 
-    def restore(self, run: Run, state: State) -> State:
-        state.found.onnx_max_abs_diff = self.load(run, EquivalenceCheck).max_abs_diff
-        return state
 
 
 class Compile(RecordStage):
