@@ -386,8 +386,8 @@ def export(checkpoint: str, out: Path, zero_columns: bool) -> None:
 )
 @click.option(
     "--tune-trials", default=0, show_default=True, type=click.IntRange(min=0),
-    help="MetaSchedule candidates to tune the ops TVM compiles itself (x86 only; on 2 cores ~65 s to start, "
-    "then seconds each); the log stays in <out>/tuning/ and later builds apply it",
+    help="MetaSchedule candidates to tune the ops TVM compiles itself (x86 only; slow: docs/cpu-builds.md); "
+    "the log stays in <out>/tuning/ and later builds apply it",
 )  # fmt: skip
 @handle_errors
 def compile_cmd(run_or_onnx: Path, target: str, out: Path | None, tune_trials: int) -> None:

@@ -126,8 +126,8 @@ class SearchConfig:
 @dataclass
 class RunConfig:
     target: str = _opt("x86", "compile target", flag="--target")
-    tune_trials: int = _opt(0, "MetaSchedule candidates to tune the ops TVM compiles itself (x86 only; ~65 s to start "
-                            "on 2 cores, then seconds each); 0: none", flag="--tune-trials", min=0)  # fmt: skip
+    tune_trials: int = _opt(0, "MetaSchedule candidates to tune the ops TVM compiles itself (x86 only; slow: "
+                            "docs/cpu-builds.md); 0: none", flag="--tune-trials", min=0)  # fmt: skip
     device: str = _opt("auto", "torch device: auto, cpu, cuda or cuda:N", flag="--device")
     seed: int = _opt(0, "random seed for splits, init and shuffling", flag="--seed", min=0)
     runs_dir: str = _opt("runs", "folder that holds run directories", flag="--runs-dir")

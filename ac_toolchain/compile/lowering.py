@@ -1,14 +1,13 @@
 """Route convolutions of a relax module to the C++ compact-conv kernel of ``kernels/``.
 
-TVM 0.27's default CPU pipeline schedules nothing, so its convolutions are ~70x slower than onnxruntime
-(README.md, "How CPU builds get fast"). Every ``conv2d`` with constant weights, ``groups == 1`` and NCHW
+TVM 0.27's default CPU pipeline schedules nothing, so its convolutions are far slower than onnxruntime
+(docs/cpu-builds.md). Every ``conv2d`` with constant weights, ``groups == 1`` and NCHW
 layout, together with a
 following per-channel bias ``add``, residual ``add`` (a ResNet block's shortcut: any tensor of the output's
 shape) and ``relu`` when present, becomes
 ``R.call_dps_packed("ac_compact_conv2d", x, packed_weight, rows, bias, geometry)`` (``ac_compact_conv2d_add``
 with the residual after the geometry); the kernel and its TVM-FFI entry (kernels/src/tvm_entry.cc) are compiled
-for the target and linked into model.so. Depthwise and other grouped convolutions stay with TVM. (Measured on a
-filter-pruned ResNet-18, one thread: the 17 TVM elementwise ops this leaves out took ~0.5 % of the time.)
+for the target and linked into model.so. Depthwise and other grouped convolutions stay with TVM.
 
 All-zero weight columns are pruned columns: the kernel gets only the non-zero ones as its kept rows, so a
 column-pruned conv multiplies only its kept rows. That is why the compile stage imports the compact model

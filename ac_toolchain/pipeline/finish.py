@@ -102,10 +102,10 @@ class EvaluateCompressed(RecordStage):
 
     def run(self, run: Run, state: State) -> State:
         atomic_save(state.model.state_dict(), run.dir / "compressed.pt")
-        self.save(run, measure(run, state.model, "compressed"))
         if run.platform.latency_device and latency_path(run).is_file():
             prediction = predict_latency(run, state.model)
             atomic_write_text(json.dumps(asdict(prediction), indent=2) + "\n", self._latency(run))
+        self.save(run, measure(run, state.model, "compressed"))  # the record last: the stage is done
         return self.restore(run, state)
 
     def _latency(self, run: Run) -> Path:

@@ -12,8 +12,8 @@
 //   skip the kernel rows that read only the zero border above or below the input (KeptRows::inside);
 // - gather-GEMM (every other build): per tile of NT output pixels, gather the kept im2col rows of those
 //   pixels into a contiguous panel [K][NT] (a copy per output row the tile touches: no bounds checks, no divisions
-//   per row; ResNet-18's convs ran 5 % (dense) to 9 % (filter 0.5) faster, one thread, than gathering from the
-//   unpadded input; walking a [K][P] matrix instead, a stride of 4 KiB put every row in the same L1 set), then
+//   per row, faster than gathering from the unpadded input; a [K][P] matrix instead would put every row in the
+//   same L1 set at a 4 KiB stride), then
 //   multiply the pre-packed weights with it in blocks of OC channels, K in blocks of KC, by an MR x W
 //   register-blocked micro-kernel. With many tiles each thread gathers its own panels (hot in cache); deep layers
 //   with few pixels gather every panel first and share out (tile, channel block) pairs. Dense-enough stride-1 convs
@@ -43,8 +43,8 @@ namespace {
 // a broadcast must fit the vector registers, and the FMAs must outnumber the loads (each k step loads V B vectors
 // and broadcasts R weights). MR is fixed: it is the packed-weight layout, shared by every build. R and the widest V
 // follow the ISA: AVX-512 8 x 32 (16 zmm accumulators); AVX2 4 x 24 (12 ymm accumulators: a broadcast per 3 FMAs,
-// where 8 x 8 had one per FMA -- 1.5x faster on a Zen core, measured); NEON and portable 8 x 8. Pixels left over
-// past the last full W take narrower tiles (V - 1, ..., 1).
+// where 8 x 8 has one per FMA); NEON and portable 8 x 8. Pixels left over past the last full W take narrower tiles
+// (V - 1, ..., 1). Measurements behind these choices: kernels/README.md.
 constexpr int MR = AC_CONV_MR;
 #if defined(__AVX512F__)
 constexpr int NR = 16, RB = 8, WIDE = 2;
@@ -64,14 +64,12 @@ inline int round_up(int v, int m) { return (v + m - 1) / m * m; }
 
 // ---- parallel loop: OpenMP threads (standalone library) or TVM's thread pool (inside a compiled model) ----
 
-// fn(i) for every i < items, on the pool's threads. Each thread runs its own contiguous share first (against
-// handing out items one by one from a shared counter, 2 threads: 2-8 % faster per conv in a C++ harness, the
-// 3-channel stem 1.3x), then takes what is left of the other shares: a thread that starts late (a sleeping worker
-// woke 14-18 us after the launch here) or runs slow no longer holds the launch up -- 2 threads, a filter-0.5
-// ResNet-18: the main thread's static share took 326 us per conv against its worker's 212.
+// fn(i) for every i < items, on the pool's threads. Each thread runs its own contiguous share first (cheaper than
+// handing out items one by one from a shared counter), then takes what is left of the other shares, so a thread
+// that starts late (a sleeping worker) or runs slow (another process on its core) does not hold the launch up.
 // With `pre`, the threads first share out the pieces of (*pre)(piece, pieces) -- the padded copy -- and wait until
-// every piece is done (not for every thread: a late one finds the copy finished); a second launch per conv had cost
-// more than it saved, TVM's workers sleeping between calls.
+// every piece is done (not for every thread: a late one finds the copy finished); one launch per conv, not two,
+// because TVM's workers sleep between launches. Measurements: kernels/README.md.
 struct NoPrologue {
   void operator()(int, int) const {}
 };
@@ -160,8 +158,7 @@ struct Padded {
       : hp(s.h + 2 * s.ph), wp(s.w + 2 * s.pw), plane(static_cast<size_t>(hp) * wp), size(s.c * plane + tail) {}
 
   // off[k] of every kept row; used[c] = 1 where some kept row reads channel c; tap_start[t] the first row of tap t
-  // or later (KH * KW + 1 entries). The rows ascend, so this walks the taps instead of dividing per row (1 % of a
-  // filter-pruned ResNet-18's conv time).
+  // or later (KH * KW + 1 entries). The rows ascend, so this walks the taps instead of dividing per row.
   void offsets(const ac_conv_shape& s, const int64_t* rows, int64_t* off, char* used, int* tap_start) const {
     std::fill_n(used, s.c, 0);
     int tap = 0;
@@ -281,7 +278,7 @@ struct ShiftedRows {
 // t[r][0..V*NR) += sum_k a[k*MR + r] * B(k)[0..V*NR) for r < R: V vectors of NR floats per row, as separate
 // accumulators (a single 2*NR-float vector type, or memcpy into the array, makes GCC keep them in memory).
 // `next` is the weight panel the tile needs after this one: fetched a line per k step (packed weights are read
-// once per tile, from memory in deep layers; measured 2 % faster on dense ResNet-18).
+// once per tile, from memory in deep layers).
 template <int R, int V, typename Rows>
 inline void micro_kernel(int kc, const float* a, Rows b, float* t, int ldt, const float* next) {
   vec_t acc[R][V];
@@ -360,9 +357,8 @@ struct Gemm {
 // Transposed register tile: 8 output channels per vector (one packed weight block, loaded from memory) times P
 // output pixels (one input value broadcast each, xp[off[k] + pixel offset]), so nothing is gathered and the whole
 // K sum stays in registers; a tile is stored once, transposed, with bias and ReLU. The P pixels of a kept row are
-// adjacent floats of one padded plane (stride 1). A channels-last copy of the input, so that consecutive rows of
-// one tap were adjacent too, measured 3-10 % slower: its transposing copy cost more than it saved. Measured on a
-// Zen core (AVX2): see kDirectPays.
+// adjacent floats of one padded plane (stride 1). No channels-last copy of the input (which would make consecutive
+// rows of one tap adjacent too): its transposing copy costs more than it saves. Where this path runs: kDirectPays.
 typedef float vec8 __attribute__((vector_size(MR * sizeof(float))));
 typedef float vec8_u __attribute__((vector_size(MR * sizeof(float)), aligned(4), may_alias));
 inline vec8 load8(const float* p) { return *reinterpret_cast<const vec8_u*>(p); }
@@ -370,8 +366,8 @@ inline vec8 load8(const float* p) { return *reinterpret_cast<const vec8_u*>(p); 
 constexpr int DP = 6, DJ = 2;  // AVX2: 6 pixels x 2 blocks = 12 accumulators (+1 broadcast) of the 16 ymm
 
 // out[p][j*8 + o] = bias[j*8 + o] + sum_k w_j[k][o] * xp[off[k] + pix[p]] for P pixels and J packed blocks, k over
-// [k0, k1) (the rows left out read only zeros for these pixels). All in one pass: blocking K to keep the weights in
-// L1 measured 1-5 % slower (the streams prefetch well).
+// [k0, k1) (the rows left out read only zeros for these pixels). All in one pass, K not blocked: the weight and
+// input streams prefetch well.
 template <int P, int J>
 void direct_kernel(int k0, int k1, const float* w, size_t ldw, const float* xp, const int64_t* off,
                    const int64_t* pix, const float* bias, float* out) {
@@ -488,12 +484,11 @@ void conv_direct(const ac_conv_shape& s, int wp, const float* xp, const KeptRows
 // rows: registers hold 6 output channels x 2 vectors of 8 pixels; per kept row the 16 input values are two vector
 // loads from the padded input and each channel's weight is broadcast. The tile is then stored straight into y (no
 // transpose), and a layer's channels are cut into tiles of 5-6 (29 filters: 30 computed, not the 32 of the direct
-// path's 16-channel tile). Measured on a Zen core (one thread, interleaved with the direct path): pruned ResNet-18
-// layers (29 / 57 / 114 filters, 130 / 236 / 474 rows) 1.08-1.13x faster, dense 32 x 32 ones (288 rows) 1.01x;
-// from 1152 rows on it was 1.05-1.17x slower (a tile's weights, K x 64 bytes, no longer fit the 32 KiB L1).
+// path's 16-channel tile). It pays for layers with few filters and up to a few hundred kept rows; with many more rows
+// a tile's weights (K x 64 bytes) no longer fit a 32 KiB L1 and the direct path is faster (kernels/README.md).
 constexpr int PC = 6, PV = 2;        // 6 channels x 2 pixel vectors = 12 accumulators; per row 2 loads, 6 broadcasts
 constexpr int kRowChunk = 8;         // pixel vectors per parallel work item
-constexpr int kRowMaxRows = 512;    // measured wins up to 474 rows, losses from 1152 (above)
+constexpr int kRowMaxRows = 512;    // the most kept rows the pixel-row path takes (above)
 
 struct PixelTile {
   const float* w[PC];    // channel r's packed weights: row k at w[r][k * MR]
@@ -607,9 +602,8 @@ struct Implicit {
   size_t tail(const ac_conv_shape& s) const { return static_cast<size_t>(tiles) * nt + wp * (s.kh * s.dh + 1); }
 };
 
-// Measured (ResNet-18 shapes, 1 thread, both paths reading the padded input): implicit wins where about half the
-// rows are kept and the extra virtual columns cost under ~10 % (32 x 32 maps: 6 %); at 16 x 16 (25 % extra) the
-// gathered path was 1.33x faster.
+// Implicit GEMM pays where at least 40 % of the rows are kept and the extra virtual columns cost under 10 % (32 x 32
+// maps and up); on smaller maps the gathered path is faster (kernels/README.md).
 bool implicit_pays(const ac_conv_shape& s, const Implicit& im) {
   if (s.sh != 1 || s.sw != 1) return false;
   const int pixels = s.oh * s.ow, nt = std::min(NT, round_up(pixels, NR));
@@ -655,12 +649,9 @@ void conv_gathered(const ac_conv_shape& s, const float* xp, int wp, const int64_
   });
 }
 
-// Measured on a Zen core (AVX2, one thread; ResNet-18 / VGG-16 conv shapes, dense and 80-90 % column-pruned, each
-// against the gather-GEMM, interleaved): dense 3x3 convs 1.03-1.35x faster, pruned ones 1.02-1.14x, 1x1 convs
-// 1.0-1.1x; convs with few rows too since the 8 x 8 transposed store: the 3-channel stem (27 rows) 1.11x at 32 x 32
-// and 1.21x at 224 x 224 / 2, 1-22 rows 1.1-1.5x. NEON keeps the gather-GEMM: built for armv8-a, the direct path ran
-// 0-20 % more instructions under qemu (5 ResNet-18 shapes; no aarch64 machine to time it on). AVX-512 keeps it too:
-// not measured there.
+// The direct and pixel-row paths run on AVX2 builds only, where they beat the gather-GEMM on every conv shape
+// measured. NEON builds keep the gather-GEMM (the direct paths built for armv8-a run more instructions under qemu);
+// AVX-512 builds keep it too (the direct paths are not measured there). The figures: kernels/README.md.
 #if defined(__AVX2__) && !defined(__AVX512F__)
 constexpr bool kDirectPays = true;
 #else
