@@ -5,8 +5,8 @@ filters / columns non-zero, as the spec asks). With ``Z_i = W_i`` split off, eac
 
 * W-step: ``epochs_per_iteration`` epochs of SGD on ``f(W) + sum_i rho/2 * ||W_i - Z_i + U_i||_F^2``; the
   penalty goes through autograd (:meth:`Admm.extra_loss`), not as a direct weight step;
-* Z-step: ``Z = Pi_S(W + U)``, the exact Euclidean projection (:func:`schemes.project` on the tensors
-  ``W + U``, coupled groups scored over every layer they span);
+* Z-step: ``Z = Pi_S(W + U)`` by :func:`schemes.project` on the tensors ``W + U`` (coupled groups scored over
+  every layer they span): the exact Euclidean projection per layer, greedy for ``filter+column``;
 * U-step: ``U += W - Z``;
 * rho rises geometrically from ``rho_init`` to ``rho_max`` over the iterations, so W is pulled onto the set;
   a constant small rho (as in NNI) leaves a gap that hard pruning then pays for in accuracy. U is the scaled

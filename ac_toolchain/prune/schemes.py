@@ -22,8 +22,10 @@ layer of a group in graph order sets the rate, later ones are reported as couple
 
 Scores are read from the model's weights, or from given tensors (``weights={layer: tensor}``): ADMM's Z-step
 projects ``W + U``, not the live weights, with this same function (:func:`project`). Keeping the k largest
-L2 norms is the exact Euclidean projection onto "at most k non-zero structures" of each layer; a group
-coupled over several layers is scored by its combined norm over all of them.
+L2 norms is the exact Euclidean projection onto "at most k non-zero structures" of each layer for ``filter``,
+``channel`` and ``column``; ``filter+column`` is greedy (best filters, then the best columns of those; the gap
+to the optimum is measured in docs/algorithm.md). A group coupled over several layers is scored by its
+combined norm over all of them.
 """
 
 from __future__ import annotations

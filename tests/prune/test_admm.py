@@ -1,6 +1,9 @@
 """ADMM: the penalty through autograd, Z and U as copies, the Z-step as a projection of W + U, the residual
 falling as rho rises on real (tiny) training, and the state surviving a checkpoint."""
 
+import math
+
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -67,20 +70,65 @@ def test_first_penalty_is_nonzero_and_flows_through_autograd() -> None:
     assert grad is not None and torch.allclose(grad, 0.5 * (net[3].weight - admm.Z["3"]).detach())
 
 
-def test_z_step_projects_w_plus_u_and_u_accumulates_the_gap() -> None:
+def _kept(n: int, rate: float) -> int:
+    return max(1, round((1 - rate) * n))
+
+
+def _top(scores: torch.Tensor, k: int, allowed: torch.Tensor) -> torch.Tensor:
+    """bool mask of the k highest scores among the allowed entries (plain torch)."""
+    order = [i for i in scores.argsort(descending=True).tolist() if allowed[i]]
+    keep = torch.zeros(len(scores), dtype=torch.bool)
+    keep[order[:k]] = True
+    return keep
+
+
+def _reference_z(v: dict[str, torch.Tensor], rate: float, scheme: str) -> dict[str, torch.Tensor]:
+    """Z = Pi_S(v) on ``_net``'s chain 0 -> 3 -> 7 (no residual add), written out from the scheme rules:
+
+    * filter: keep the ``round((1 - r) n)`` filter rows of v of largest L2 norm (whole rows); the next layer
+      loses the input channels of the rows that went (flatten -> linear: 4 features per channel);
+    * column: keep the ``round((1 - r) K)`` columns of largest L2 norm over every row;
+    * filter+column: filters at ``1 - sqrt(1 - r)``, then columns over the kept rows among the columns whose input
+      channel is still there, at that same rate; the classifier (its outputs are the model's) keeps all its rows
+      and takes the whole rate on its columns.
+    """
+    split = 1 - math.sqrt(1 - rate)
+    out, kept_channels = {}, None
+    for name, taps in (("0", 9), ("3", 9), ("7", 4)):
+        g = v[name].double().reshape(v[name].shape[0], -1)
+        f, k = g.shape
+        live = torch.ones(k, dtype=torch.bool) if kept_channels is None else kept_channels.repeat_interleave(taps)
+        rows, cols = torch.ones(f, dtype=torch.bool), live
+        classifier = name == "7"
+        if scheme in ("filter", "filter+column") and not classifier:
+            rows = _top(g.square().sum(1), _kept(f, rate if scheme == "filter" else split), rows)
+        if scheme in ("column", "filter+column"):
+            col_rate = split if scheme == "filter+column" and not classifier else rate
+            cols = _top(g[rows].square().sum(0), _kept(int(live.sum()), col_rate), live)
+        out[name] = v[name] * (rows[:, None] & cols[None, :]).reshape(v[name].shape)
+        kept_channels = rows
+    return out
+
+
+@pytest.mark.parametrize("scheme", ["filter", "column", "filter+column"])
+def test_z_step_projects_w_plus_u_and_u_accumulates_the_gap(scheme: str) -> None:
     net = _net()
-    admm = _admm(net)
+    graph = trace(net, X)
+    admm = Admm(graph, uniform_spec(graph.layers, 0.75, scheme), AdmmSettings())
     gen = torch.Generator().manual_seed(3)
-    admm.U = {k: torch.randn(v.shape, generator=gen) for k, v in admm.U.items()}
+    admm.U = {k: torch.randn(v.shape, generator=gen) for k, v in admm.U.items()}  # W + U ranks unlike W
     w = {k: net.get_submodule(k).weight.detach().clone() for k in admm.layers}
     u_old = {k: v.clone() for k, v in admm.U.items()}
+    assert admm.layers == ["0", "3", "7"]
     admm.update()
-    masks = hard_prune_masks(admm.graph, admm.spec, {k: w[k] + u_old[k] for k in admm.layers})
+    want = _reference_z({k: w[k] + u_old[k] for k in admm.layers}, 0.75, scheme)
+    rho_ratio = admm.log[0]["rho"] / admm.rho
     for k in admm.layers:
-        z = (w[k] + u_old[k]) * masks[f"{k}.weight"]
-        assert torch.allclose(admm.Z[k], z)
-        rho_ratio = admm.log[0]["rho"] / admm.rho
-        assert torch.allclose(admm.U[k], (u_old[k] + w[k] - z) * rho_ratio, atol=1e-6)
+        assert torch.allclose(admm.Z[k], want[k].to(admm.Z[k].dtype)), k
+        assert torch.allclose(admm.U[k], (u_old[k] + w[k] - admm.Z[k]) * rho_ratio, atol=1e-6)
+    kept_rows = {k: int(want[k].reshape(want[k].shape[0], -1).ne(0).any(1).sum()) for k in admm.layers}
+    assert kept_rows == {"filter": {"0": 2, "3": 2, "7": 4}, "column": {"0": 8, "3": 8, "7": 4},
+                         "filter+column": {"0": 4, "3": 4, "7": 4}}[scheme]  # fmt: skip
 
 
 def test_residual_falls_as_rho_rises_during_real_training() -> None:

@@ -1,5 +1,8 @@
 """Schemes: exact kept counts, the right structures removed, coupling honoured, clear errors."""
 
+import itertools
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -127,8 +130,6 @@ class _Coupled(nn.Module):
 
 def _best_subset(scores: list[float], k: int) -> set[int]:
     """Brute force: the k-subset that keeps the most squared norm (= the closest point of the set)."""
-    import itertools
-
     return set(max(itertools.combinations(range(len(scores)), k), key=lambda s: sum(scores[i] for i in s)))
 
 
@@ -181,3 +182,107 @@ def test_classifier_takes_the_whole_filter_column_rate_on_its_columns() -> None:
     plan = plan_pruning(_chain(), X, {"6": 0.75}, {"6": "filter+column"})
     (fc,) = plan.layers
     assert fc.groups_total == 0 and fc.columns_kept == kept_count(7 * 64, 0.75)
+
+
+# ---- filter+column against the joint brute-force optimum; channel against brute force
+
+
+def _indicators(n: int, k: int) -> torch.Tensor:
+    """[C(n, k), n] 0/1 rows: every k-subset of range(n)."""
+    subsets = torch.tensor(list(itertools.combinations(range(n), k)))
+    return torch.zeros(len(subsets), n, dtype=torch.float64).scatter_(1, subsets, 1.0)
+
+
+def _joint_optimum(energy: torch.Tensor, k: int, m: int) -> float:
+    """Brute force over every choice of k rows x m columns of a [F, K] energy matrix: the most kept energy."""
+    rows, cols = _indicators(energy.shape[0], k), _indicators(energy.shape[1], m)
+    return float((rows @ energy @ cols.T).max())
+
+
+def _fc_counts(filters: int, columns: int, rate: float) -> tuple[int, int]:
+    """filter+column's kept counts: filters, then columns, each at 1 - sqrt(1 - rate), rounded, at least one."""
+    split = 1.0 - math.sqrt(1.0 - rate)
+    return max(1, round((1 - split) * filters)), max(1, round((1 - split) * columns))
+
+
+@settings(max_examples=40, deadline=None)
+@given(width=st.integers(2, 6), rate=st.floats(0.0, 0.95), seed=st.integers(0, 10_000))
+def test_filter_column_projection_is_greedy_with_each_stage_the_brute_force_optimum(
+    width: int, rate: float, seed: int
+) -> None:
+    """filter+column is greedy (docs/algorithm.md): the best k filters by their whole rows, then the best m
+    columns over those filters. Each stage is checked against brute force; the result against the joint
+    optimum over every k x m choice, which it may miss, but by no more than the factor m / K (the best m of K
+    columns keep at least m / K of the kept rows' energy, and those rows hold at least the optimum's)."""
+    net = nn.Sequential(nn.Conv2d(2, width, 2), nn.ReLU(), nn.Conv2d(width, 2, 1))  # first conv: K = 8 columns
+    graph = trace(net, torch.randn(1, 2, 4, 4))
+    v = torch.randn(width, 2, 2, 2, generator=torch.Generator().manual_seed(seed))
+    masks, _ = project(graph, {"0": rate}, {"0": "filter+column"}, {"0": v})
+    mask = gemm_view(masks.get("0.weight", torch.ones_like(v)))
+    energy = gemm_view(v).double().square()
+    k, m = _fc_counts(width, 8, rate)
+    rows, cols = mask.ne(0).any(1), mask.ne(0).any(0)
+    assert int(rows.sum()) == k and int(cols.sum()) == m
+    assert torch.equal(mask.ne(0), rows[:, None] & cols[None, :])  # whole rows and whole columns, nothing else
+    assert set(rows.nonzero().flatten().tolist()) == _best_subset(energy.sum(1).tolist(), k)
+    assert set(cols.nonzero().flatten().tolist()) == _best_subset(energy[rows].sum(0).tolist(), m)
+    kept, best = float(energy[rows][:, cols].sum()), _joint_optimum(energy, k, m)
+    assert kept <= best * (1 + 1e-9)
+    assert kept >= best * m / 8 * (1 - 1e-9)
+
+
+def test_filter_column_greedy_misses_the_joint_optimum_on_a_known_case() -> None:
+    """Two filters, two columns, one of each kept: the stronger filter (17.41) has its energy spread, the weaker
+    one (16.81) holds it in one column. Greedy keeps 9.0 of the best 16.81 (0.535; the bound m / K is 0.5).
+    If the projection is ever made exact, this is the case that shows it."""
+    net = nn.Sequential(nn.Conv2d(2, 2, 1), nn.ReLU(), nn.Conv2d(2, 2, 1))
+    graph = trace(net, torch.randn(1, 2, 4, 4))
+    v = torch.tensor([[3.0, 2.9], [4.1, 0.0]]).reshape(2, 2, 1, 1)
+    masks, _ = project(graph, {"0": 0.75}, {"0": "filter+column"}, {"0": v})
+    kept = gemm_view(masks["0.weight"]).ne(0)
+    assert kept.tolist() == [[True, False], [False, False]]
+    energy = gemm_view(v).double().square()
+    assert _joint_optimum(energy, 1, 1) == pytest.approx(4.1**2)
+    assert float(energy[kept].sum()) == pytest.approx(9.0)
+
+
+class _TwoLayer(nn.Module):
+    """a -> BN -> b -> head; ``coupled``: b's output is added to a's (one dependency group per channel)."""
+
+    def __init__(self, w: int, coupled: bool) -> None:
+        super().__init__()
+        self.coupled = coupled
+        self.a, self.bn = nn.Conv2d(2, w, 3, padding=1), nn.BatchNorm2d(w)
+        self.b = nn.Conv2d(w, w if coupled else 3, 3, padding=1)
+        self.fc = nn.Linear(w if coupled else 3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn(self.a(x)))
+        y = self.b(h) + h if self.coupled else self.b(h)
+        return self.fc(y.mean([2, 3]))
+
+
+@settings(max_examples=30, deadline=None)
+@given(width=st.integers(2, 6), rate=st.floats(0.0, 0.95), seed=st.integers(0, 10_000), coupled=st.booleans())
+def test_channel_projection_is_the_brute_force_optimum_and_takes_the_producers(
+    width: int, rate: float, seed: int, coupled: bool
+) -> None:
+    """channel on b keeps the k input channels whose columns b[:, c] hold the most squared norm; a channel that
+    goes takes its producer's filter (a's row, bias, BN entry), and, coupled by the add, b's own filter and the
+    head's input feature. The producer's tensor does not score it (a is given rows of very different norms)."""
+    net = _TwoLayer(width, coupled)
+    graph = trace(net, torch.randn(1, 2, 4, 4))
+    gen = torch.Generator().manual_seed(seed)
+    v_b = torch.randn(net.b.weight.shape, generator=gen)
+    v_a = torch.randn(net.a.weight.shape, generator=gen) * torch.rand(width, 1, 1, 1, generator=gen) * 100
+    masks, _ = project(graph, {"b": rate}, {"b": "channel"}, {"a": v_a, "b": v_b})
+    want = _best_subset(v_b.double().square().sum((0, 2, 3)).tolist(), kept_count(width, rate))
+    keep = torch.tensor([c in want for c in range(width)])
+    ones = {n: torch.ones_like(p) for n, p in net.named_parameters()}
+    got = {n: masks.get(n, ones[n]) for n in ones}
+    rows_b = keep if coupled else torch.ones(net.b.out_channels, dtype=torch.bool)  # coupled: b's filters go too
+    assert torch.equal(got["b.weight"].ne(0), (rows_b[:, None] & keep[None, :])[:, :, None, None].expand(-1, -1, 3, 3))
+    for name in ("a.weight", "a.bias", "bn.weight", "bn.bias"):  # the producer: whole rows, exactly the lost ones
+        assert torch.equal(got[name].ne(0), keep.reshape(-1, *[1] * (got[name].dim() - 1)).expand_as(got[name])), name
+    assert torch.equal(got["b.bias"].ne(0), rows_b)
+    assert torch.equal(got["fc.weight"].ne(0), rows_b[None, :].expand(2, -1))

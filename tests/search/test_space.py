@@ -1,17 +1,19 @@
 """The search space: decision units, rescaling to a reduction goal, and earlier rounds' masks (``base``).
 
 Costs are checked independently of :meth:`Space.cost`: with :func:`masks_cost` on the masks the space
-produces, which reads only zero patterns.
+produces, which reads only zero patterns, and, with earlier rounds' masks, by counting the compacted model.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 from torch import nn
 
+from ac_toolchain.compact import CompactConv2d, GatherLinear, compact
 from ac_toolchain.cost.analytic import called_modules, masks_cost
 from ac_toolchain.errors import ConfigError
 from ac_toolchain.graph import Graph, trace, weight_of
@@ -262,27 +264,59 @@ def test_combine_is_elementwise_and() -> None:
     assert b["x"].tolist() == [1.0, 1.0, 0.0, 1.0]  # inputs untouched
 
 
+def _compacted_cost(model: nn.Module, masks: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(params, MACs per sample) of the model the masks leave, counted on the compacted model itself: the
+    masks multiplied into a copy by hand, ``compact``, then every parameter element and, with forward hooks,
+    every multiply-accumulate of its convs and linears (gathered columns: only the kept ones)."""
+    pruned = copy.deepcopy(model)
+    params = dict(pruned.named_parameters())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            params[name].mul_(mask)
+    small = compact(pruned, X).eval()
+    macs = 0
+
+    def count(mod: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal macs
+        if isinstance(mod, nn.Conv2d):
+            per_output = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+        elif isinstance(mod, nn.Linear):
+            per_output = mod.in_features
+        else:
+            assert isinstance(mod, CompactConv2d | GatherLinear)
+            per_output = mod.weight.shape[1]  # weight [F, kept columns]
+        macs += out[0].numel() * per_output  # one sample
+
+    kinds = (nn.Conv2d, nn.Linear, CompactConv2d, GatherLinear)
+    handles = [m.register_forward_hook(count) for m in small.modules() if isinstance(m, kinds)]
+    with torch.no_grad():
+        small(X)
+    for h in handles:
+        h.remove()
+    return sum(p.numel() for p in small.parameters()), macs
+
+
 @pytest.mark.parametrize("objective", ["params", "flops"])
-def test_base_masks_stay_and_cost_is_that_of_the_combined_masks(resnet: tuple[nn.Module, Graph], objective: str):
+def test_base_masks_stay_and_cost_is_that_of_the_compacted_model(resnet: tuple[nn.Module, Graph], objective: str):
     model, graph = resnet
     used = called_modules(model, X)
     base = masks_of(plan_graph(graph, 0.4, "filter+column"))
     space = Space(graph, objective, used, base=base)
     n = len(space.units)
+    assert (space.dense.params, space.dense.flops) == _compacted_cost(model, {})
     for rates, scheme in (([0.0] * n, "filter"), ([0.3] * n, "column"), ([0.1 + 0.05 * i for i in range(n)],
                                                                           "filter+column")):  # fmt: skip
         spec = spec_of(space.units, rates, [scheme] * n)
         masks = space.masks(spec)
         for pname, mask in base.items():
             assert torch.all(masks[pname][mask == 0] == 0), pname
-        rates_of, schemes_of = {k: v.rate for k, v in spec.items()}, {k: v.scheme for k, v in spec.items()}
-        plain = masks_of(plan_graph(graph, rates_of, schemes_of))
-        assert space.cost(spec) == masks_cost(graph, combine(plain, base), used)
+        cost = space.cost(spec)
+        assert (cost.params, cost.flops) == _compacted_cost(model, masks), (rates[0], scheme)
     # a zero spec costs what the base alone leaves
-    zero = spec_of(space.units, [0.0] * n, ["filter"] * n)
-    assert space.cost(zero) == masks_cost(graph, base, used)
+    zero = space.cost(spec_of(space.units, [0.0] * n, ["filter"] * n))
+    assert (zero.params, zero.flops) == _compacted_cost(model, base)
     if objective == "flops":
         return
     out = space.rescale([0.5] * n, ["filter+column"] * n, 6.0)
     spec = spec_of(space.units, out, ["filter+column"] * n)
-    assert space.ratio(masks_cost(graph, space.masks(spec), used)) >= 6.0
+    assert space.dense.params / _compacted_cost(model, space.masks(spec))[0] >= 6.0
