@@ -106,12 +106,14 @@ def update_report(run_dir: Path, result: dict[str, Any]) -> None:
 
 def bench_run(
     run_dir: Path, device_name: str, settings: BenchSettings, check: Path | None = None, tolerance: float = 0.02,
-    save_baseline: Path | None = None, cleanup: bool = False,
+    save_baseline: Path | None = None, cleanup: bool = False, force: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """Bench ``run_dir`` on ``device_name``; with ``check``, raise DeviceError when the gate fails."""
+    """Bench ``run_dir`` on ``device_name``; with ``check``, raise DeviceError when the gate fails. ``save_baseline``
+    refuses an existing file unless ``force``; the new file's history keeps the old one's figures."""
     if not (run_dir / "config.toml").is_file():
         raise CheckpointError(f"{run_dir} is not a run directory (no config.toml); give the folder `ac compress` made")
     baseline = _read_baseline(check) if check else None
+    previous = _replaced_baseline(save_baseline, force) if save_baseline else None  # refused before any bench
     device = get_device(device_name)
     try:
         artifacts = run_artifacts(run_dir, runner_target(device))
@@ -125,7 +127,7 @@ def bench_run(
     finally:
         device.close()
     if save_baseline:
-        write_json(save_baseline, baseline_from(result))
+        write_json(save_baseline, baseline_from(result, previous))
     if baseline is not None:
         failures = check_gate(result, baseline, tolerance)
         result["gate"] = {"baseline": str(check), "tolerance": tolerance, "failures": failures}
@@ -134,13 +136,23 @@ def bench_run(
     return result
 
 
-def _read_baseline(path: Path) -> dict[str, Any]:
+def _read_baseline(path: Path, flag: str = "--check", fix: str = "write one with --save-baseline") -> dict[str, Any]:
     try:
         baseline = json.loads(path.read_text())
         missing = {"variants", "metric", "device"} - set(baseline)
     except (OSError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"--check {path}: not a baseline file ({exc}); write one with --save-baseline") from None
+        raise CheckpointError(f"{flag} {path}: not a baseline file ({exc}); {fix}") from None
     if missing:
-        raise CheckpointError(f"--check {path}: not a baseline file (no {', '.join(sorted(missing))}); "
-                              "write one with --save-baseline")  # fmt: skip
+        raise CheckpointError(f"{flag} {path}: not a baseline file (no {', '.join(sorted(missing))}); {fix}")
     return baseline
+
+
+def _replaced_baseline(path: Path, force: bool) -> dict[str, Any] | None:
+    """The baseline that ``--save-baseline path`` would replace (None: no file there); an existing file is refused
+    without ``force``, and with it one that is not a baseline (it is not ours to overwrite)."""
+    if not path.exists():
+        return None
+    if not force:
+        raise CheckpointError(f"--save-baseline {path}: the file exists; add --force to overwrite it (its figures "
+                              "are kept in the new file's history)")  # fmt: skip
+    return _read_baseline(path, "--save-baseline", "remove it or save the baseline elsewhere")

@@ -466,7 +466,12 @@ def compile_cmd(run_or_onnx: Path, target: str, out: Path | None, tune_trials: i
 @click.option(
     "--save-baseline",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="write this bench as a baseline for later --check",
+    help="write this bench as a baseline for later --check (an existing file only with --force)",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="let --save-baseline replace an existing baseline; the old figures stay in the file's history",
 )
 @click.option("--cleanup", is_flag=True, help="remove the pushed files from the phone afterwards")
 @click.option(
@@ -477,7 +482,7 @@ def compile_cmd(run_or_onnx: Path, target: str, out: Path | None, tune_trials: i
 )
 @handle_errors
 def bench(run_dir: Path, device: str, check: Path | None, tolerance: float, save_baseline: Path | None,
-          cleanup: bool, profile_layers: bool, **settings: Any) -> None:  # fmt: skip
+          force: bool, cleanup: bool, profile_layers: bool, **settings: Any) -> None:  # fmt: skip
     """Measure a run's dense and compressed models on a device; write <run>/bench/<device>.json.
 
     Both models are built as static runners for the device (cached in <run>/bench/artifacts/). Phones and the
@@ -491,7 +496,8 @@ def bench(run_dir: Path, device: str, check: Path | None, tolerance: float, save
     console.print(f"benchmarking {run_dir} on [bold]{device}[/] (building runners on first use: a few minutes)")
     if profile_layers:
         return _print_layers(run_dir, device)
-    result = bench_run(run_dir, device, BenchSettings(**settings), check, tolerance, save_baseline, cleanup)
+    result = bench_run(run_dir, device, BenchSettings(**settings), check, tolerance, save_baseline, cleanup,
+                       force)
     console.print(speedup_table(result))
     console.print(f"speed-up dense → compressed: [bold]{result['speedup']}×[/] ({result['metric']})")
     if "max_abs_diff" in result["output_check"]:

@@ -61,6 +61,11 @@ def kernel_digest(target: Target) -> str:
     return native.source_digest(target.name, *(target.kernel_flags or ()), dirs=(native.KERNELS, native.RUNNER))
 
 
+def cell_cache_dir() -> Path:
+    """Where measured cells are kept across runs (one JSON per device, metric, threads and kernel version)."""
+    return native.cache_dir() / "latency"
+
+
 def table_runner(target: Target) -> Path:
     """A folder holding ``runner``: the target's static runner core and compact kernel, no model (cached)."""
     out = native.cache_dir() / "latency-runners" / f"{target.name}-{kernel_digest(target)}"
@@ -78,7 +83,7 @@ class CellCache:
         identity = {"device": device.name, "fingerprint": device.fingerprint(), "metric": device.metric,
                     "threads": threads, "kernel": kernel_digest(target)}  # fmt: skip
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-        self.path = native.cache_dir() / "latency" / f"{safe_name(device.name)}-{digest}.json"
+        self.path = cell_cache_dir() / f"{safe_name(device.name)}-{digest}.json"
         self.identity, self.threads = identity, threads
         stored = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.values: dict[str, float] = stored.get("cells", {})

@@ -139,15 +139,39 @@ def speedup_table(result: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def baseline_from(result: dict[str, Any]) -> dict[str, Any]:
-    """What a later `ac bench --check` compares against: metric, device and each variant's value."""
+def baseline_from(result: dict[str, Any], previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a later `ac bench --check` compares against: metric, device and each variant's value, and `history`.
+
+    `history` lists every baseline saved at this path, oldest first, the new one last (`history_entry`):
+    `previous` (the baseline this one replaces) passes on its own history, plus its figures when that history
+    lacks them (a file from before histories were kept; its date is then unknown, null); its `made_with` note
+    is kept too.
+    """
     if result.get("status") != "ok":
         raise DeviceError(f"cannot make a baseline from a bench that did not finish ({result.get('status')})")
     variants = {
         name: {"value": value_of(result, name), "manifest_sha256": entry.get("manifest_sha256")}
         for name, entry in result["variants"].items()
     }
-    return {"device": result["device"], "metric": result["metric"], "variants": variants}
+    baseline: dict[str, Any] = {"device": result["device"], "metric": result["metric"], "variants": variants}
+    history: list[dict[str, Any]] = []
+    if previous is not None:
+        history = list(previous.get("history", []))
+        old = history_entry(previous, None)
+        if not history or history[-1]["values"] != old["values"]:
+            history.append(old)
+        if "made_with" in previous:
+            baseline["made_with"] = previous["made_with"]
+    baseline["history"] = [*history, history_entry(baseline, result.get("created"))]
+    return baseline
+
+
+def history_entry(baseline: dict[str, Any], date: str | None) -> dict[str, Any]:
+    """One line of a baseline's `history`: when, each variant's value, and dense / compressed."""
+    values = {name: v["value"] for name, v in baseline["variants"].items()}
+    dense, compressed = values.get("dense"), values.get("compressed")
+    return {"date": date, "values": values,
+            "speedup": round(dense / compressed, 4) if dense and compressed else None}  # fmt: skip
 
 
 def check_gate(result: dict[str, Any], baseline: dict[str, Any], tolerance: float) -> list[str]:

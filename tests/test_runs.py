@@ -10,16 +10,33 @@ import torch
 from ac_toolchain import runs
 from ac_toolchain.errors import CheckpointError
 
+STAMP = "20260101-120000"
 
-def test_new_run_dirs_never_collide(tmp_path: Path) -> None:
+
+@pytest.fixture
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run directory made in this test gets the same second, so the collision branch always runs."""
+    monkeypatch.setattr(runs.time, "strftime", lambda fmt: STAMP)
+
+
+def test_new_run_dirs_in_the_same_second_never_collide(tmp_path: Path, frozen_clock: None) -> None:
     a = runs.new_run_dir(tmp_path, "resnet18", "arm64")
+    (a / "mine.txt").write_text("run a")
     b = runs.new_run_dir(tmp_path, "resnet18", "arm64")
-    assert a != b and a.name.startswith("resnet18-arm64-") and (b / "checkpoints").is_dir()
+    (tmp_path / f"resnet18-arm64-{STAMP}-2").mkdir()  # someone else's folder: skipped, not reused
+    c = runs.new_run_dir(tmp_path, "resnet18", "arm64")
+    assert [d.name for d in (a, b, c)] == [f"resnet18-arm64-{STAMP}", f"resnet18-arm64-{STAMP}-1",
+                                           f"resnet18-arm64-{STAMP}-3"]  # fmt: skip
+    assert all(d.parent == tmp_path for d in (a, b, c))
+    assert sorted(p.name for p in a.iterdir()) == ["checkpoints", "mine.txt"]  # the first run's files untouched
+    assert [p.name for p in b.iterdir()] == ["checkpoints"] == [p.name for p in c.iterdir()]
+    assert not any((tmp_path / f"resnet18-arm64-{STAMP}-2").iterdir())
 
 
-def test_user_model_spec_gives_a_clean_run_name(tmp_path: Path) -> None:
-    d = runs.new_run_dir(tmp_path, "some dir/my_net.py:Build", "x86")
-    assert d.name.startswith("my_net-x86-")
+def test_user_model_spec_gives_a_clean_run_name(tmp_path: Path, frozen_clock: None) -> None:
+    d = runs.new_run_dir(tmp_path, "some dir/my net.py:Build", "x86")
+    assert d == tmp_path / f"my_net-x86-{STAMP}" and (d / "checkpoints").is_dir()
+    assert runs.new_run_dir(tmp_path, "vgg16", "x86").name == f"vgg16-x86-{STAMP}"
 
 
 def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:

@@ -11,7 +11,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from ac_toolchain import bench_run as bench_run_module
+from ac_toolchain.cli import main
 from ac_toolchain.errors import DeviceError
 from android_bench.adb import AdbDevice
 from android_bench.bench import baseline_from, bench, check_gate, speedup_table
@@ -20,6 +23,7 @@ from android_bench.fake import FakeTransport
 from android_bench.lock import DeviceLock
 
 FIXTURES = Path(__file__).parent / "fixtures"
+COMMITTED = Path(__file__).resolve().parents[2] / "benchmarks" / "baselines" / "lenet5-smoke-qemu-arm64.json"
 SETTINGS = BenchSettings(runs=20, cooldown_s=7.5)
 
 
@@ -148,8 +152,11 @@ def counted(tmp_path: Path, dense: int, compressed: int, name: str = "q") -> dic
 
 
 def test_baseline_holds_metric_device_values_and_manifest_hashes(tmp_path: Path) -> None:
-    baseline = baseline_from(counted(tmp_path, 1000, 400))
+    result = counted(tmp_path, 1000, 400)
+    baseline = baseline_from(result)
     assert baseline["metric"] == "instructions" and baseline["device"] == "qemu-arm64"
+    assert baseline["history"] == [{"date": result["created"], "values": {"dense": 1000, "compressed": 400},
+                                    "speedup": 2.5}]  # fmt: skip
     assert baseline["variants"]["dense"]["value"] == 1000 and baseline["variants"]["compressed"]["value"] == 400
     assert len(baseline["variants"]["dense"]["manifest_sha256"]) == 64
     assert json.loads(json.dumps(baseline)) == baseline  # the CLI writes it as JSON
@@ -183,3 +190,120 @@ def test_gate_on_median_latency(tmp_path: Path) -> None:
     slower = {name: {"value": v["value"] * 0.9} for name, v in baseline["variants"].items()}
     failures = check_gate(result, {**baseline, "variants": slower}, 0.05)
     assert len(failures) == 2 and all("µs (median) is +11.11% over the baseline" in f for f in failures)
+
+
+# --- baselines: history, and no overwrite without --force --------------------------------------------------------
+
+
+def test_a_replaced_baseline_passes_its_history_and_figures_on(tmp_path: Path) -> None:
+    first = counted(tmp_path, 1000, 400, "first")
+    second = counted(tmp_path, 1010, 500, "second")
+    third = counted(tmp_path, 990, 300, "third")
+    old = baseline_from(first)
+    new = baseline_from(second, old)
+    assert new["variants"]["compressed"]["value"] == 500
+    assert new["history"] == [
+        {"date": first["created"], "values": {"dense": 1000, "compressed": 400}, "speedup": 2.5},
+        {"date": second["created"], "values": {"dense": 1010, "compressed": 500}, "speedup": 2.02},
+    ]
+    assert baseline_from(third, new)["history"] == [
+        *new["history"], {"date": third["created"], "values": {"dense": 990, "compressed": 300}, "speedup": 3.3}]
+    legacy = {k: v for k, v in old.items() if k != "history"} | {"made_with": "ac bench RUN --save-baseline B"}
+    replaced = baseline_from(second, legacy)  # a file from before histories: its figures, date unknown
+    assert [(h["date"], h["values"]) for h in replaced["history"]] == [
+        (None, {"dense": 1000, "compressed": 400}), (second["created"], {"dense": 1010, "compressed": 500})]
+    assert replaced["made_with"] == "ac bench RUN --save-baseline B"
+
+
+class FakeRun:
+    """`ac bench RUN --bench qemu-arm64` with the device, the compile and the output check replaced: a run folder
+    and a CountingDevice whose counts a test sets; `measured` lists the artifacts it measured."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.dir = tmp_path / "run"
+        self.dir.mkdir()
+        (self.dir / "config.toml").write_text("")
+        self.counts = {"dense": 1000, "compressed": 400}
+        self.measured: list[str] = []
+        built = artifacts(tmp_path / "built")
+        fake = self
+
+        class Recording(CountingDevice):
+            def measure(self, artifact: Path, settings: BenchSettings, on_sample: Any = None) -> dict[str, Any]:
+                fake.measured.append(artifact.name)
+                return super().measure(artifact, settings, on_sample)
+
+        monkeypatch.setattr(bench_run_module, "get_device", lambda name: Recording(self.counts))
+        monkeypatch.setattr(bench_run_module, "run_artifacts", lambda run_dir, target: built)
+        monkeypatch.setattr(bench_run_module, "check_outputs", lambda *a: {"status": "not checked: fake device"})
+
+    def ac_bench(self, *args: str) -> tuple[int, str]:
+        """Exit code and output (rich's line wrapping undone)."""
+        result = CliRunner().invoke(main, ["bench", str(self.dir), "--bench", "qemu-arm64", *args],
+                                    catch_exceptions=False)  # fmt: skip
+        return result.exit_code, " ".join(result.output.split())
+
+
+@pytest.fixture
+def fake_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeRun:
+    return FakeRun(tmp_path, monkeypatch)
+
+
+def test_save_baseline_refuses_an_existing_file_without_force(fake_run: FakeRun, tmp_path: Path) -> None:
+    path = tmp_path / "baseline.json"
+    code, said = fake_run.ac_bench("--save-baseline", str(path))
+    assert code == 0 and fake_run.measured == ["dense", "compressed"], said
+    saved = path.read_bytes()
+    fake_run.measured.clear()
+    fake_run.counts["compressed"] = 500
+    code, said = fake_run.ac_bench("--save-baseline", str(path))
+    assert code == 2 and said.endswith(
+        f"error: --save-baseline {path}: the file exists; add --force to overwrite it (its figures are kept in the "
+        "new file's history)"
+    )
+    assert path.read_bytes() == saved and fake_run.measured == []  # refused before anything ran
+
+
+def test_save_baseline_with_force_replaces_the_figures_and_keeps_the_old_ones_in_history(
+    fake_run: FakeRun, tmp_path: Path
+) -> None:
+    path = tmp_path / "baseline.json"
+    assert fake_run.ac_bench("--save-baseline", str(path))[0] == 0
+    old = json.loads(path.read_text())
+    fake_run.counts.update(dense=1200, compressed=300)
+    code, said = fake_run.ac_bench("--save-baseline", str(path), "--force")
+    assert code == 0, said
+    new = json.loads(path.read_text())
+    assert {k: v["value"] for k, v in new["variants"].items()} == {"dense": 1200, "compressed": 300}
+    assert [(h["values"], h["speedup"]) for h in new["history"]] == [
+        ({"dense": 1000, "compressed": 400}, 2.5), ({"dense": 1200, "compressed": 300}, 4.0)]
+    assert new["history"][0] == old["history"][0]  # the old file's own history, date and all
+    created = json.loads((fake_run.dir / "bench" / "qemu-arm64.json").read_text())["created"]
+    assert new["history"][1]["date"] == created
+    fake_run.counts.update(dense=1100)
+    assert fake_run.ac_bench("--save-baseline", str(path), "--force")[0] == 0
+    assert json.loads(path.read_text())["history"][:2] == new["history"]  # carried over again, not rewritten
+    (tmp_path / "notes.json").write_text("my notes")
+    code, said = fake_run.ac_bench("--save-baseline", str(tmp_path / "notes.json"), "--force")
+    assert code == 2 and "not a baseline file" in said and (tmp_path / "notes.json").read_text() == "my notes"
+
+
+def test_check_reads_a_baseline_with_history(fake_run: FakeRun, tmp_path: Path) -> None:
+    path = tmp_path / "baseline.json"
+    assert fake_run.ac_bench("--save-baseline", str(path))[0] == 0
+    fake_run.counts.update(compressed=300)
+    assert fake_run.ac_bench("--save-baseline", str(path), "--force")[0] == 0
+    assert len(json.loads(path.read_text())["history"]) == 2
+    code, said = fake_run.ac_bench("--check", str(path), "--tolerance", "0.02")
+    assert code == 0 and "gate passed" in said, said
+    fake_run.counts.update(compressed=400)  # the history's older figure: slower than the baseline now
+    code, said = fake_run.ac_bench("--check", str(path), "--tolerance", "0.02")
+    assert code == 2 and "compressed: 400 instructions is +33.33% over the baseline 300" in said
+    committed = json.loads(COMMITTED.read_text())  # the committed baseline carries its history too
+    assert committed["history"][-1]["values"] == {k: v["value"] for k, v in committed["variants"].items()}
+    fake_run.counts.update({k: v["value"] for k, v in committed["variants"].items()})
+    code, said = fake_run.ac_bench("--check", str(COMMITTED))
+    assert code == 0 and "gate passed" in said, said
+    fake_run.counts["compressed"] = round(1.03 * fake_run.counts["compressed"])
+    code, said = fake_run.ac_bench("--check", str(COMMITTED))
+    assert code == 2 and "compressed: 262,780 instructions is +3.00% over the baseline 255,126" in said, said

@@ -22,7 +22,17 @@ from android_bench.qemu import QemuDevice
 
 ROOT = Path(__file__).resolve().parents[2]
 BASELINE = ROOT / "benchmarks" / "baselines" / "lenet5-smoke-qemu-arm64.json"
+# the gate's. Two benches of one runner differ by ~0.01-0.05 %; this run's speed-up was measured 0.3-0.4 % above
+# the baseline's (its compressed runner counts ~0.3 % fewer instructions than the committed one's)
+TOLERANCE = 0.02
 EM_AARCH64 = 183
+
+
+def _baseline_speedup() -> float:
+    """dense / compressed of the committed baseline: the smoke run's configuration (conftest.SMOKE, its made_with);
+    counts do not hang on the bench settings (runs, warm-up), so the chain's quick bench measures the same."""
+    variants = json.loads(BASELINE.read_text())["variants"]
+    return variants["dense"]["value"] / variants["compressed"]["value"]
 
 
 def _ac(*args: str) -> tuple[int, str]:
@@ -52,7 +62,8 @@ def test_android_artifact_is_a_static_aarch64_runner_equal_to_torch(smoke_run: P
 def test_compress_ends_with_a_bench_in_the_report(smoke_run: Path) -> None:
     report = json.loads((smoke_run / "report.json").read_text())
     bench = report["bench"]["qemu-arm64"]
-    assert bench["metric"] == "instructions" and bench["speedup"] > 1.2  # measured 1.46 for this model
+    assert bench["metric"] == "instructions"
+    assert abs(bench["speedup"] / _baseline_speedup() - 1) <= TOLERANCE, (bench["speedup"], _baseline_speedup())
     assert bench["output_check"]["max_abs_diff"] <= 1e-4
     assert "bench on qemu-arm64" in report["timings"]
     assert "| compressed |" in bench["table"] and "## Bench on qemu-arm64" in (smoke_run / "report.md").read_text()
@@ -68,12 +79,14 @@ def test_instruction_counts_repeat_and_grow_with_runs(smoke_run: Path) -> None:
 
 
 def test_bench_prints_counts_and_ratio_and_passes_the_committed_gate(smoke_run: Path) -> None:
-    code, said = _ac("bench", str(smoke_run), "--bench", "qemu-arm64", "--check", str(BASELINE), "--tolerance", "0.02")
+    code, said = _ac("bench", str(smoke_run), "--bench", "qemu-arm64", "--check", str(BASELINE), "--tolerance",
+                     str(TOLERANCE))  # fmt: skip
     assert code == 0, said
     bench = json.loads((smoke_run / "bench" / "qemu-arm64.json").read_text())
     dense, compressed = (bench["variants"][v]["instructions"] for v in ("dense", "compressed"))
     assert f"{dense:,}" in said and f"{compressed:,}" in said
     assert compressed < dense and bench["speedup"] == round(dense / compressed, 4)
+    assert abs(bench["speedup"] / _baseline_speedup() - 1) <= TOLERANCE, (bench["speedup"], _baseline_speedup())
     assert f"{bench['speedup']}×" in said and "gate passed" in said
     assert bench["output_check"]["max_abs_diff"] <= 1e-4 and bench["status"] == "ok"
     assert "## Bench on qemu-arm64" in (smoke_run / "report.md").read_text()

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,12 +92,79 @@ def _within_band(k: int, n: int, p: float, sigmas: float = 4.0) -> bool:
     return abs(k - n * p) <= sigmas * math.sqrt(n * p * (1 - p)) + 1e-9
 
 
-@pytest.mark.parametrize("temperature", [2.0, 5.0])
-def test_worse_proposals_are_accepted_with_probability_exp_de_over_t(temperature: float) -> None:
-    n = 400
+class _StubDraw:
+    """The annealer's generator with its acceptance draw fixed: ``random()`` returns ``u`` (and counts the calls);
+    the perturbation's ``uniform`` (and ``integers``) still come from a real generator."""
+
+    def __init__(self, u: float) -> None:
+        self.u, self.calls = u, 0
+        self._real = np.random.default_rng(0)
+
+    def random(self) -> float:
+        self.calls += 1
+        return self.u
+
+    def uniform(self, low: float, high: float) -> float:
+        return float(self._real.uniform(low, high))
+
+    def integers(self, n: int) -> int:
+        return int(self._real.integers(n))
+
+
+def _decide(energy: str, temperature: float, current: float, proposed: float, u: float) -> tuple[bool, int]:
+    """One proposal scored ``proposed`` against the start scored ``current``, at ``temperature``, with the
+    acceptance draw fixed to ``u``: whether it was accepted, and how many draws the decision took."""
+    scores = iter([current, proposed])
+    settings = AnnealSettings(seed=0, energy=energy, scheme_moves=False)  # no scheme move: random() is the accept draw
+    a = Annealer(FakeSpace(), lambda spec: next(scores), 2.0, settings, ["filter"] * 4)  # type: ignore[arg-type]
+    a.step()  # the start
+    draw = _StubDraw(u)
+    a.rng = draw  # type: ignore[assignment]
+    a.temperature = temperature
+    p = a.step()
+    assert (p.temperature, p.point.accuracy) == (temperature, proposed)
+    assert a.current is not None and a.current.accuracy == (proposed if p.accepted else current)
+    return p.accepted, draw.calls
+
+
+# dyadic accuracies, so that dE in points (100 x accuracy) and in fractions is exact: 0.75 -> 0.75 - 2^-k
+WORSE = [0.75 - 2.0**-k for k in (5, 6, 7)]  # dE = -3.125, -1.5625, -0.78125 points
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0, 5.0, 13.0])
+@pytest.mark.parametrize("proposed", WORSE)
+@pytest.mark.parametrize("energy", ["points", "fraction"])
+def test_a_worse_proposal_is_accepted_exactly_when_the_draw_is_below_exp_de_over_t(
+    energy: str, proposed: float, temperature: float
+) -> None:
+    scale = 100.0 if energy == "points" else 1.0
+    d_e = scale * proposed - scale * 0.75
+    assert d_e == scale * (proposed - 0.75) < 0  # exact
+    threshold = math.exp(d_e / temperature)
+    below, above = threshold * (1 - 1e-9), threshold * (1 + 1e-9)  # a 10 % error in T moves it by far more
+    assert _decide(energy, temperature, 0.75, proposed, below) == (True, 1)
+    assert _decide(energy, temperature, 0.75, proposed, above) == (False, 1)
+
+
+@pytest.mark.parametrize("temperature", [1e-3, 0.5, 13.0])
+@pytest.mark.parametrize("proposed", [0.75, 0.75 + 2.0**-6, 0.99])
+@pytest.mark.parametrize("energy", ["points", "fraction"])
+def test_a_better_or_equal_proposal_is_accepted_whatever_the_draw(
+    energy: str, proposed: float, temperature: float
+) -> None:
+    accepted, _ = _decide(energy, temperature, 0.75, proposed, 1.0 - 2.0**-53)  # the largest random() can give
+    assert accepted
+
+
+def test_worse_proposals_are_accepted_at_the_rate_exp_de_over_t() -> None:
+    """The real generator: the acceptance rate at dE / T = -1 (where a change of T moves it most) lies within half
+    the gap to the rate of a temperature 10 % off either way, and that half gap is over 4 sigma at this n."""
+    n, temperature = 10_000, 2.0
     k, a = _acceptance("points", temperature, -0.02, n)  # 2 points worse every time
     p = math.exp(-2.0 / temperature)
-    assert _within_band(k, n, p), (k, n * p)
+    band = 0.5 * min(math.exp(-2.0 / (temperature / 0.9)) - p, p - math.exp(-2.0 / (0.9 * temperature)))
+    assert band >= 4 * math.sqrt(p * (1 - p) / n)  # the design: a right T stays in, a T 10 % off falls out
+    assert abs(k / n - p) <= band, (k / n, p, band)
     assert a.strikes == [0, 0, 0, 0]  # 2 points is no collapse
     assert a.best is not None and a.best.accuracy == 0.9  # nothing better came
 
