@@ -31,7 +31,7 @@ def make_artifact(root: Path, extra: dict[str, bytes] | None = None) -> Path:
     return root
 
 
-def phone(fixture: str | Path = "pixel7", **kw: object) -> tuple[AdbDevice, FakeTransport]:
+def phone(fixture: str | Path = "written-like-pixel7", **kw: object) -> tuple[AdbDevice, FakeTransport]:
     fake = FakeTransport(FIXTURES / fixture, **kw)  # type: ignore[arg-type]
     return AdbDevice(fake.serial, transport=fake), fake
 
@@ -48,7 +48,7 @@ def run_command(fake: FakeTransport) -> list[tuple[str, list[str]]]:
 # --- fingerprint, big cores, thermal ---------------------------------------------------------------------------
 
 
-def test_fingerprint_of_a_pixel_7() -> None:
+def test_fingerprint_of_a_phone_written_like_a_pixel_7() -> None:
     device, _ = phone()
     assert device.fingerprint() == {
         "model": "Pixel 7",
@@ -67,7 +67,7 @@ def test_fingerprint_of_a_pixel_7() -> None:
 
 
 def test_soc_falls_back_to_the_board_platform_before_android_12() -> None:
-    fp = phone("pixel2")[0].fingerprint()
+    fp = phone("written-like-pixel2")[0].fingerprint()
     assert (fp["model"], fp["soc"], fp["android"], fp["sdk"]) == ("Pixel 2", "msm8998", "11", "30")
 
 
@@ -78,8 +78,8 @@ def cpufreq(*clusters: tuple[int, int | None]) -> str:
 
 
 LAYOUTS = {
-    "pixel7 2+2+4": (None, [4, 5, 6, 7], "f0"),
-    "pixel2 4+4": (None, [4, 5, 6, 7], "f0"),
+    "written-like-pixel7 2+2+4": (None, [4, 5, 6, 7], "f0"),
+    "written-like-pixel2 4+4": (None, [4, 5, 6, 7], "f0"),
     "1+3+4 (Snapdragon 865)": (cpufreq((4, 1804800), (3, 2419200), (1, 2841600)), [4, 5, 6, 7], "f0"),
     "2+6 (Snapdragon 730)": (cpufreq((6, 1804800), (2, 2208000)), [6, 7], "c0"),
     "homogeneous 8 x A53": (cpufreq((8, 1800000)), list(range(8)), "ff"),
@@ -91,7 +91,7 @@ LAYOUTS = {
 def test_big_cores_pin_the_runner_and_set_its_threads(layout: str, tmp_path: Path) -> None:
     text, cores, mask = LAYOUTS[layout]
     fixture = tmp_path / "phone"
-    shutil.copytree(FIXTURES / layout.split()[0] if text is None else FIXTURES / "pixel7", fixture)
+    shutil.copytree(FIXTURES / layout.split()[0] if text is None else FIXTURES / "written-like-pixel7", fixture)
     if text is not None:
         (fixture / "cpufreq.txt").write_text(text)
     device, fake = phone(fixture)
@@ -118,7 +118,7 @@ def test_thermal_zones_in_celsius_before_and_after() -> None:
 
 
 def test_thermal_of_an_old_kernel_in_whole_degrees_with_a_repeated_zone_type() -> None:
-    temps = phone("pixel2")[0].thermal()
+    temps = phone("written-like-pixel2")[0].thermal()
     assert temps["tsens_tz_sensor0"] == 38.0 and temps["pm8998_tz"] == 37.421
     assert (temps["bms"], temps["bms@thermal_zone7"]) == (30.1, 30.4) and "battery" not in temps
 
@@ -134,7 +134,7 @@ def test_measure_pushes_pins_and_streams_the_samples(tmp_path: Path) -> None:
     assert remote.startswith(REMOTE_ROOT + "/") and len(remote.rsplit("/", 1)[1]) == 16
     assert sorted(out["pushed"]) == ["lib/params.bin", "manifest.json", "runner"]
     assert fake.files[f"{remote}/lib/params.bin"] == b"\x01" * 64
-    assert got == out["samples_us"] == runner_lines("pixel7/runner-0.jsonl")
+    assert got == out["samples_us"] == runner_lines("written-like-pixel7/runner-0.jsonl")
     assert out["metric"] == "latency_us" and out["runner"]["done"]["runs"] == 20 and out["cpu_mask"] == "f0"
     assert run_command(fake) == [
         ("", ["cd", remote]),
@@ -164,7 +164,7 @@ def test_paths_with_spaces_and_quotes_reach_the_shell_quoted(tmp_path: Path) -> 
     root = "/data/local/tmp/ac test/it's'; rm -rf / #"
     evil = "weights '; rm -rf / #.bin"
     artifact = make_artifact(tmp_path / 'my "model" dir', {evil: b"w", "sub dir/a $(reboot).json": b"{}"})
-    fake = FakeTransport(FIXTURES / "pixel7")
+    fake = FakeTransport(FIXTURES / "written-like-pixel7")
     device = AdbDevice(fake.serial, transport=fake, remote_root=root)
     out = device.measure(artifact, SETTINGS)
     remote = out["remote_dir"]
@@ -213,7 +213,7 @@ def test_unplugged_mid_run_says_k_of_n_and_bench_keeps_the_k_samples(
     saved = json.loads(out_json.read_text())
     assert saved["status"].startswith("failed: adb:FAKE0001 went away after 5 of 20 samples")
     dense = saved["variants"]["dense"]
-    assert dense["samples_us"] == runner_lines("pixel7/runner-0.jsonl")[:5] and dense["stats"]["n"] == 5
+    assert dense["samples_us"] == runner_lines("written-like-pixel7/runner-0.jsonl")[:5] and dense["stats"]["n"] == 5
     assert dense["thermal_before"]["BIG"] == 41.25 and "thermal_after" not in dense
     with pytest.raises(DeviceError, match="not reachable"):  # and the phone stays gone
         device.thermal()
@@ -231,7 +231,7 @@ class Truncating(FakeTransport):
 
 
 def test_a_stream_that_just_stops_is_a_lost_phone(tmp_path: Path) -> None:
-    fake = Truncating(FIXTURES / "pixel7", lines=4)
+    fake = Truncating(FIXTURES / "written-like-pixel7", lines=4)
     got: list[float] = []
     with pytest.raises(DeviceError, match=r"went away after 3 of 20 samples: the output stopped; .*adb devices"):
         AdbDevice(fake.serial, transport=fake).measure(make_artifact(tmp_path), SETTINGS, got.append)
@@ -239,7 +239,7 @@ def test_a_stream_that_just_stops_is_a_lost_phone(tmp_path: Path) -> None:
 
 
 def test_a_phone_lost_after_the_done_event_still_gave_a_complete_run(tmp_path: Path) -> None:
-    fake = Truncating(FIXTURES / "pixel7", lines=22)  # start, 20 samples, done; no exit marker
+    fake = Truncating(FIXTURES / "written-like-pixel7", lines=22)  # start, 20 samples, done; no exit marker
     assert len(AdbDevice(fake.serial, transport=fake).measure(make_artifact(tmp_path), SETTINGS)["samples_us"]) == 20
 
 

@@ -69,16 +69,16 @@ class CountingDevice(Device):
         return {"metric": "instructions", "instructions": self.counts[artifact.name], "runs": 1}
 
 
-def pixel7_bench(tmp_path: Path) -> tuple[dict[str, Any], Path, list[float]]:
+def written_phone_bench(tmp_path: Path) -> tuple[dict[str, Any], Path, list[float]]:
     out_json = tmp_path / "run" / "bench" / "adb_FAKE0001.json"
     slept: list[float] = []
-    device = AdbDevice("FAKE0001", FakeTransport(FIXTURES / "pixel7"))
+    device = AdbDevice("FAKE0001", FakeTransport(FIXTURES / "written-like-pixel7"))
     result = bench(device, artifacts(tmp_path), SETTINGS, out_json, slept.append)
     return result, out_json, slept
 
 
 def test_bench_on_a_phone_writes_every_field(tmp_path: Path) -> None:
-    result, out_json, slept = pixel7_bench(tmp_path)
+    result, out_json, slept = written_phone_bench(tmp_path)
     saved = json.loads(out_json.read_text())
     assert saved == result and list(out_json.parent.iterdir()) == [out_json]  # no temp file left behind
     assert saved["device"] == "adb:FAKE0001" and saved["metric"] == "latency_us" and saved["status"] == "ok"
@@ -87,9 +87,10 @@ def test_bench_on_a_phone_writes_every_field(tmp_path: Path) -> None:
     assert slept == [7.5]  # one cool-down, between the two variants
     dense, compressed = saved["variants"]["dense"], saved["variants"]["compressed"]
     assert dense["artifact"] == str(tmp_path / "dense") and len(dense["manifest_sha256"]) == 64
-    assert dense["samples_us"] == samples("pixel7/runner-0.jsonl")
-    assert compressed["samples_us"] == samples("pixel7/runner-1.jsonl")
-    for entry, fixture in ((dense, "pixel7/runner-0.jsonl"), (compressed, "pixel7/runner-1.jsonl")):
+    assert dense["samples_us"] == samples("written-like-pixel7/runner-0.jsonl")
+    assert compressed["samples_us"] == samples("written-like-pixel7/runner-1.jsonl")
+    runners = ("written-like-pixel7/runner-0.jsonl", "written-like-pixel7/runner-1.jsonl")
+    for entry, fixture in zip((dense, compressed), runners, strict=True):
         a = np.array(samples(fixture))
         assert entry["stats"] == pytest.approx(
             {"n": 20, "min": a.min(), "median": np.median(a), "mean": a.mean(), "std": a.std(),
@@ -99,7 +100,7 @@ def test_bench_on_a_phone_writes_every_field(tmp_path: Path) -> None:
     assert (dense["thermal_before"]["BIG"], dense["thermal_after"]["BIG"], dense["thermal_delta"]["BIG"]) == (
         41.25, 52.875, 11.625)  # fmt: skip
     assert compressed["thermal_delta"]["BIG"] == 5.875 and "cellular-emergency" not in compressed["thermal_delta"]
-    expected = np.median(samples("pixel7/runner-0.jsonl")) / np.median(samples("pixel7/runner-1.jsonl"))
+    expected = np.median(samples(runners[0])) / np.median(samples(runners[1]))
     assert saved["speedup"] == pytest.approx(expected, abs=1e-4) and 2.5 < saved["speedup"] < 3.1
 
 
@@ -115,7 +116,7 @@ def test_instruction_counts_give_the_speedup_without_samples_or_cooldown(tmp_pat
 
 def test_a_busy_device_is_refused_before_anything_runs(tmp_path: Path) -> None:
     with DeviceLock("adb:FAKE0001"), pytest.raises(DeviceError, match="in use by another bench"):
-        pixel7_bench(tmp_path)
+        written_phone_bench(tmp_path)
     assert not (tmp_path / "run").exists()
 
 
@@ -137,7 +138,7 @@ def test_speedup_table(tmp_path: Path) -> None:
         "| dense | 9,000,000 | instructions | 1.00× |",
         "| compressed | 2,000,000 | instructions | 4.50× |",
     ]
-    latency, _, _ = pixel7_bench(tmp_path / "phone")
+    latency, _, _ = written_phone_bench(tmp_path / "phone")
     median = latency["variants"]["compressed"]["stats"]["median"]
     assert f"| compressed | {median:,.1f} | µs (median) | {latency['speedup']:.2f}× |" in speedup_table(latency)
 
@@ -184,7 +185,7 @@ def test_gate_refuses_what_cannot_be_compared(tmp_path: Path) -> None:
 
 
 def test_gate_on_median_latency(tmp_path: Path) -> None:
-    result, _, _ = pixel7_bench(tmp_path)
+    result, _, _ = written_phone_bench(tmp_path)
     baseline = baseline_from(result)
     assert check_gate(result, baseline, 0.0) == []
     slower = {name: {"value": v["value"] * 0.9} for name, v in baseline["variants"].items()}

@@ -36,7 +36,7 @@ def test_qemu_is_imported_only_when_asked_for(monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.mark.parametrize("serial", ["R5CT1234ABC", "10.0.0.5:5555"])
 def test_adb_with_a_serial_keeps_everything_after_the_first_colon(serial: str) -> None:
-    fake = FakeTransport(FIXTURES / "pixel7", serial=serial)
+    fake = FakeTransport(FIXTURES / "written-like-pixel7", serial=serial)
     device = get_device(f"adb:{serial}", transport=fake)
     assert isinstance(device, AdbDevice) and device.name == f"adb:{serial}" and device.serial == serial
     assert device.fingerprint()["model"] == "Pixel 7"  # the keyword reached the constructor
@@ -44,7 +44,7 @@ def test_adb_with_a_serial_keeps_everything_after_the_first_colon(serial: str) -
 
 def test_adb_alone_takes_the_only_phone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(devices, "list_serials", lambda: ["ONLY1"])
-    device = get_device("adb", transport=FakeTransport(FIXTURES / "pixel7", serial="ONLY1"))
+    device = get_device("adb", transport=FakeTransport(FIXTURES / "written-like-pixel7", serial="ONLY1"))
     assert device.name == "adb:ONLY1"
 
 

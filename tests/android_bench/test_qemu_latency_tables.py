@@ -114,7 +114,7 @@ def test_compress_to_a_latency_target_reports_predicted_beside_measured(tmp_path
     (run,) = list(tmp_path.iterdir())
     lat, measured = report.latency, report.bench["qemu-arm64"].speedup
     assert lat is not None and lat.device == "qemu-arm64" and lat.predicted_speedup >= 1.5
-    assert abs(lat.predicted_speedup - measured) / measured < 0.1, (lat, measured)
+    assert abs(lat.predicted_speedup - measured) / measured < 0.03, (lat, measured)  # the README: within 3 %
     assert [s.objective for s in report.search] == ["latency", "latency"]
     md = (run / "report.md").read_text()
     assert "## Latency objective" in md and f"{lat.predicted_speedup}×" in md and f"{measured}×" in md
