@@ -9,6 +9,7 @@ lists and dicts, never code.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pickle
 import re
@@ -132,6 +133,16 @@ def load_state_dict(model: torch.nn.Module, path: Path) -> None:
     except RuntimeError as exc:
         first = str(exc).splitlines()[0:3]
         raise CheckpointError(f"{path} does not match this model: {' '.join(first)[:400]}") from None
+
+
+def write_record(record: Any, path: Path) -> None:
+    """A dataclass as JSON, atomically (the run directory's typed records)."""
+    atomic_write_text(json.dumps(dataclasses.asdict(record), indent=2) + "\n", path)
+
+
+def read_record(cls: type[T], path: Path) -> T:
+    """What :func:`write_record` wrote, as ``cls`` again."""
+    return from_record(cls, json.loads(path.read_text()))
 
 
 def from_record(cls: type[T], data: Any) -> T:

@@ -7,7 +7,6 @@ finished stage (no second ONNX export or TVM build) and restores its findings in
 
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import asdict
 from pathlib import Path
@@ -43,7 +42,7 @@ from ac_toolchain.report.records import (
     read_report,
 )
 from ac_toolchain.report.render import write_report
-from ac_toolchain.runs import atomic_save, atomic_write_text, from_record, load_state_dict, safe_name
+from ac_toolchain.runs import atomic_save, load_state_dict, read_record, safe_name, write_record
 from ac_toolchain.train import evaluate, make_loader
 
 R = TypeVar("R")
@@ -74,10 +73,10 @@ class RecordStage(Stage):
         return [*self.outputs(run), self.record(run)]
 
     def save(self, run: Run, found: Any) -> None:
-        atomic_write_text(json.dumps(asdict(found), indent=2) + "\n", self.record(run))
+        write_record(found, self.record(run))
 
     def load(self, run: Run, kind: type[R]) -> R:
-        return from_record(kind, json.loads(self.record(run).read_text()))
+        return read_record(kind, self.record(run))
 
 
 class EvaluateDense(RecordStage):
@@ -104,7 +103,7 @@ class EvaluateCompressed(RecordStage):
         atomic_save(state.model.state_dict(), run.dir / "compressed.pt")
         if run.platform.latency_device and latency_path(run).is_file():
             prediction = predict_latency(run, state.model)
-            atomic_write_text(json.dumps(asdict(prediction), indent=2) + "\n", self._latency(run))
+            write_record(prediction, self._latency(run))
         self.save(run, measure(run, state.model, "compressed"))  # the record last: the stage is done
         return self.restore(run, state)
 
@@ -115,7 +114,7 @@ class EvaluateCompressed(RecordStage):
         load_state_dict(state.model, run.dir / "compressed.pt")
         state.found.compressed = self.load(run, Measurement)
         if self._latency(run).is_file():
-            state.found.latency = from_record(LatencyPrediction, json.loads(self._latency(run).read_text()))
+            state.found.latency = read_record(LatencyPrediction, self._latency(run))
         return state
 
 
@@ -156,7 +155,6 @@ class Compact(CheckStage):
         state.model.to(run.device)
         self.save(run, EquivalenceCheck(diff))
         return self.restore(run, state)
-
 
 
 def compact_model(run: Run, model: nn.Module) -> nn.Module:

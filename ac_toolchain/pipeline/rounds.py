@@ -38,7 +38,16 @@ from ac_toolchain.prune.purify import purify_dead, purify_redundant
 from ac_toolchain.prune.schemes import LayerPlan, apply_masks, project
 from ac_toolchain.prune.spec import load_spec, rates_and_schemes, spec_to_json
 from ac_toolchain.report.records import AdmmIteration, SearchSummary
-from ac_toolchain.runs import atomic_save, atomic_write_text, from_record, load_state_dict, safe_load, safe_name
+from ac_toolchain.runs import (
+    atomic_save,
+    atomic_write_text,
+    from_record,
+    load_state_dict,
+    read_record,
+    safe_load,
+    safe_name,
+    write_record,
+)
 from ac_toolchain.scheme_registry import DEFAULT_SCHEME, SEARCH_SCHEMES
 from ac_toolchain.search.anneal import Annealer, AnnealSettings
 from ac_toolchain.search.proxy import Proxy, ProxySettings
@@ -192,7 +201,7 @@ class SearchStage(RoundStage):
         console.print(f"search r{self.r}: {annealer.index} proposals, best proxy {best.accuracy:.2%} at "
                       f"{best.ratio:.1f}x {objective}")  # fmt: skip
         atomic_write_text(spec_to_json(annealer.spec(best)), self.products(run)[0])
-        atomic_write_text(json.dumps(asdict(summary), indent=2) + "\n", self.products(run)[1])
+        write_record(summary, self.products(run)[1])
         return self.restore(run, state)
 
     def _state_file(self, run: Run) -> Path:
@@ -213,7 +222,7 @@ class SearchStage(RoundStage):
 
     def restore(self, run: Run, state: State) -> State:
         state.rounds.append(RoundRecord(self.r, load_spec(self.products(run)[0])))
-        state.current().search = from_record(SearchSummary, json.loads(self.products(run)[1].read_text()))
+        state.current().search = read_record(SearchSummary, self.products(run)[1])
         return state
 
 
@@ -310,15 +319,14 @@ class Purify(RoundStage):
         masks, redundant = purify_redundant(model, graph, masks, score, recalibrate, p.tolerance,
                                             max_steps=p.max_steps)  # fmt: skip
         atomic_save({"model": model.state_dict(), "masks": masks}, self.products(run)[0])
-        summary = json.dumps(asdict(Purification(dead, redundant)), indent=2)
-        atomic_write_text(summary + "\n", self.products(run)[1])
+        write_record(Purification(dead, redundant), self.products(run)[1])
         return self.restore(run, state)
 
     def restore(self, run: Run, state: State) -> State:
         saved = safe_load(self.products(run)[0])
         state.model.load_state_dict(saved["model"])
         state.masks = saved["masks"]
-        state.current().purification = from_record(Purification, json.loads(self.products(run)[1].read_text()))
+        state.current().purification = read_record(Purification, self.products(run)[1])
         return state
 
 

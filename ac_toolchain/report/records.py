@@ -9,12 +9,12 @@ the per-layer rows, ADMM log and search summaries, Compact and Export the equiva
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ac_toolchain.config import CompressConfig, goals
-from ac_toolchain.runs import atomic_write_text, from_record
+from ac_toolchain.runs import from_record
 
 
 @dataclass
@@ -186,6 +186,3 @@ def read_report(path: Path) -> Report:
         method["goals"] = method.pop("targets")
     return from_record(Report, data)
 
-
-def write_report_json(report: Report, path: Path) -> None:
-    atomic_write_text(json.dumps(asdict(report), indent=2) + "\n", path)

@@ -14,9 +14,8 @@ from ac_toolchain.report.records import (
     Method,
     Report,
     SearchSummary,
-    write_report_json,
 )
-from ac_toolchain.runs import atomic_write_text
+from ac_toolchain.runs import atomic_write_text, write_record
 
 
 def _removed(purified: dict[str, dict[str, int]], part: str) -> str:
@@ -177,6 +176,6 @@ def write_report(run_dir: Path, report: Report, plots: bool = True) -> Report:
     report.md."""
     if plots:
         report.plots = _plots(run_dir, report)
-    write_report_json(report, run_dir / "report.json")
+    write_record(report, run_dir / "report.json")
     atomic_write_text(render_markdown(report), run_dir / "report.md")
     return report
