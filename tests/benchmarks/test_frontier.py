@@ -1,0 +1,66 @@
+"""The frontier benchmark's statistics: paired t-intervals, per-cell summaries, the largest ratio kept, and the
+ladder's equal-epoch configs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from benchmarks import frontier
+from benchmarks.peers import chain_epochs
+
+
+def _row(method: str, seed: int, ratio: float, acc: float, dense: float = 0.97, got: float = 0.0) -> dict[str, Any]:
+    return {"model": "m", "seed": seed, "method": method, "asked_params_ratio": ratio, "status": "ok",
+            "accuracy": acc, "dense_accuracy": dense, "delta_points": 100 * (acc - dense),
+            "params_ratio": got or ratio}  # fmt: skip
+
+
+def test_paired_interval_is_the_student_t_interval_of_the_differences() -> None:
+    a, b = [95.0, 96.0, 97.0], [94.0, 94.0, 94.0]  # differences 1, 2, 3: mean 2, sample sd 1
+    got = frontier.paired_interval(a, b)
+    half = 4.302652729911275 / math.sqrt(3)  # t(0.975, df=2), from a table
+    assert got["mean"] == pytest.approx(2.0)
+    assert got["low"] == pytest.approx(2.0 - half) and got["high"] == pytest.approx(2.0 + half)
+    assert got["verdict"] == "not distinguishable"  # 2 - 2.48 < 0
+
+
+def test_paired_interval_verdicts() -> None:
+    assert frontier.paired_interval([3.0, 3.1, 2.9], [1.0, 1.0, 1.0])["verdict"] == "ahead"
+    assert frontier.paired_interval([1.0, 1.0, 1.0], [3.0, 3.1, 2.9])["verdict"] == "behind"
+    one = frontier.paired_interval([2.0], [1.0])
+    assert one["low"] is None and one["mean"] == 1.0
+
+
+def test_pair_uses_only_the_seeds_both_methods_have() -> None:
+    rows = [_row("ours", 0, 20, 0.96), _row("ours", 1, 20, 0.95), _row("tp-global", 1, 20, 0.93)]
+    got = frontier.pair(rows, "m", 20, "ours", "tp-global")
+    assert got is not None and got["n"] == 1 and got["mean"] == pytest.approx(2.0)
+
+
+def test_cells_summarise_over_seeds() -> None:
+    rows = [_row("ours", s, 20, acc, got=g) for s, acc, g in ((0, 0.95, 18.0), (1, 0.97, 32.0))]
+    cell = frontier.cells(rows)[("m", "ours", 20)]
+    assert cell["accuracy"]["mean"] == pytest.approx(96.0)
+    assert cell["accuracy"]["std"] == pytest.approx(math.sqrt(2.0))  # sample sd of 95, 97
+    assert cell["params_ratio"] == pytest.approx(24.0)  # geometric mean of 18 and 32
+
+
+def test_kept_is_the_largest_ratio_whose_mean_loss_is_within_the_band() -> None:
+    rows = [_row("ours", 0, 10, 0.968), _row("ours", 0, 20, 0.962), _row("ours", 0, 40, 0.90)]
+    assert frontier.kept(rows, "m", "ours", 0.5) == (10, pytest.approx(10))
+    assert frontier.kept(rows, "m", "ours", 1.0) == (20, pytest.approx(20))
+    assert frontier.kept(rows, "m", "tp-global", 1.0) is None
+
+
+def test_every_ladder_rung_trains_the_presets_epochs() -> None:
+    from ac_toolchain import config as cfgmod
+
+    base = cfgmod.resolve("lenet5", "cpu")[0]
+    for method in frontier.LADDER:
+        rule = frontier.METHODS[method]
+        assert rule is not None
+        cfg = cfgmod.resolve("lenet5", "cpu", {**rule(base), "search.params_x": 20})[0]
+        assert chain_epochs(cfg) == chain_epochs(base), method
