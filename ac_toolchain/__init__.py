@@ -14,7 +14,15 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-from ac_toolchain.errors import ACError, CheckpointError, ConfigError, DataError, ModelError, TargetError
+from ac_toolchain.errors import (
+    ACError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    ModelError,
+    TargetError,
+    TrainingError,
+)
 
 if TYPE_CHECKING:  # what type checkers see; at run time the verbs load on first use (__getattr__ below)
     from ac_toolchain.compact import compact
@@ -41,7 +49,7 @@ _VERBS = {
     "resolve_config": "ac_toolchain.config",
 }
 __all__ = [
-    "ACError", "CheckpointError", "ConfigError", "DataError", "ModelError", "TargetError",
+    "ACError", "CheckpointError", "ConfigError", "DataError", "ModelError", "TargetError", "TrainingError",
     "build_model", "compact", "compress", "count", "export_onnx", "load_dataset", "prune", "resolve_config", "trace",
 ]  # fmt: skip
 

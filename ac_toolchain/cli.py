@@ -224,7 +224,8 @@ def count_cmd(model_or_checkpoint: str, **kwargs: Any) -> None:
     _print_counts(f"{cfg.model.arch} {shape}", {"model": count(model, torch.randn(*cfg.model.input_shape))})
 
 
-ROUND_KEYS = ("admm", "purify", "train", "data", "prune.finetune_epochs", "prune.finetune_lr")  # --method admm only
+# the keys only --method admm reads
+ROUND_KEYS = ("admm", "purify", "distill", "train", "data", "prune.finetune_epochs", "prune.finetune_lr")
 PRUNE_ALIASES = {"prune.rate": "--rate", "prune.scheme": "--scheme", "prune.method": "--method",
                  "prune.rates": "--rates"}  # fmt: skip
 
@@ -246,7 +247,7 @@ def prune(model_or_checkpoint: str, out: Path | None, **kwargs: Any) -> None:
     overrides = overrides_from(kwargs)
     overrides.setdefault("prune.method", "oneshot")
     if overrides["prune.method"] == "oneshot":
-        extra = sorted(k for k in overrides if k.split(".")[0] in ("admm", "purify", "train", "data")
+        extra = sorted(k for k in overrides if k.split(".")[0] in ("admm", "purify", "distill", "train", "data")
                        or k in ROUND_KEYS)  # fmt: skip
         if extra:
             raise ConfigError(f"{', '.join(extra)} apply only with --method admm (one-shot pruning does not train)")

@@ -24,6 +24,7 @@ SEARCH_METHODS = ("anneal", "uniform")
 GOAL_KEYS = {"search.params_x": "params", "search.flops_x": "flops", "search.latency_x": "latency"}  # -> objective
 ENERGIES = ("points", "fraction")
 PRUNE_METHODS = ("admm", "oneshot")
+PURIFY_CRITERIA = ("paired", "tolerance")  # ac_toolchain/prune/purify.py: CRITERIA
 
 
 def _opt(default: Any, help: str, flag: str | None = None, **rules: Any) -> Any:
@@ -59,6 +60,12 @@ class TrainConfig:
     momentum: float = _opt(0.9, "SGD momentum", min=0.0, max=1.0, max_exclusive=True)
     weight_decay: float = _opt(5e-4, "L2 weight decay", min=0.0)
     max_batches: int = _opt(0, "stop each epoch after this many batches (0 = all)", min=0)
+    patience: int = _opt(3, "epochs without a new best validation top-1 (one that beats the best by more than "
+                         "the split's binomial noise) before dense training stops; train.epochs is the cap; the "
+                         "last epoch's weights are kept; 0 = train all train.epochs", min=0)  # fmt: skip
+    min_above_chance: float = _opt(5.0, "the run stops after the Dense stage when the dense model's validation "
+                                   "top-1 (test top-1 without a validation split) is less than this many points "
+                                   "above chance (100 / classes); 0 = off", min=0.0)  # fmt: skip
 
 
 @dataclass
@@ -92,8 +99,21 @@ class PurifyConfig:
 
     enabled: bool = _opt(True, "run purification (true / false)")
     tolerance: float = _opt(0.3, "validation accuracy (points) redundant-structure removal may lose", min=0.0)
+    criterion: str = _opt("paired", "when a redundant-structure removal is kept: paired (the one-sided 95 % upper "
+                          "bound of its top-1 drop, paired image by image against the model before the removals, "
+                          "is within the tolerance) or tolerance (the drop itself is)", choices=PURIFY_CRITERIA)
     bn_batches: int = _opt(8, "training batches that re-estimate BatchNorm statistics after each removal", min=0)
     max_steps: int = _opt(20, "removal batches tried at most", min=0)
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation from the dense model (a frozen copy) in ADMM's W-step, the masked retraining and
+    the search proxy's fine-tune: loss = (1 - alpha) CE + alpha T^2 KL(teacher_T || student_T)."""
+
+    enabled: bool = _opt(False, "distil from the dense model while training pruned models (true / false)")
+    alpha: float = _opt(0.5, "weight of the distillation term (0: plain cross-entropy)", min=0.0, max=1.0)
+    temperature: float = _opt(4.0, "softmax temperature of teacher and student", min=0.0, min_exclusive=True)
 
 
 @dataclass
@@ -121,6 +141,8 @@ class SearchConfig:
                        "ablation)", choices=ENERGIES)  # fmt: skip
     bn_batches: int = _opt(4, "training batches that re-estimate BatchNorm statistics per proposal", min=0)
     val_images: int = _opt(0, "validation images each proposal is scored on (0: the whole split)", min=0)
+    proxy_steps: int = _opt(0, "masked SGD steps (lr prune.finetune_lr) that fine-tune each proposal before BN "
+                            "re-estimation and scoring (0: none)", min=0)  # fmt: skip
 
 
 @dataclass
@@ -143,13 +165,15 @@ class CompressConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)
     admm: AdmmConfig = field(default_factory=AdmmConfig)
     purify: PurifyConfig = field(default_factory=PurifyConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
 SECTION_TYPES: dict[str, type] = {
     "model": ModelConfig, "data": DataConfig, "train": TrainConfig, "prune": PruneConfig,
-    "admm": AdmmConfig, "purify": PurifyConfig, "search": SearchConfig, "run": RunConfig,
+    "admm": AdmmConfig, "purify": PurifyConfig, "distill": DistillConfig,
+    "search": SearchConfig, "run": RunConfig,
 }  # fmt: skip
 RECIPE_META_KEYS = ("description", "default_preset", "presets")
 

@@ -31,7 +31,7 @@ from ac_toolchain.platform import Platform, resolve_platform
 from ac_toolchain.prune.spec import Spec, load_spec, uniform_spec
 from ac_toolchain.runs import latest_checkpoint, load_state_dict, new_run_dir, save_checkpoint
 from ac_toolchain.search.space import Space
-from ac_toolchain.train import Controller, FitSettings, fit, pick_device, seed_everything
+from ac_toolchain.train import Controller, Criterion, FitSettings, cross_entropy, fit, pick_device, seed_everything
 from ac_toolchain.zoo import build_model
 
 console = Console(stderr=True)
@@ -151,8 +151,9 @@ def open_run(cfg: CompressConfig, run_dir: Path | None = None, checks: tuple[Any
 
 
 def train_stage(run: Run, model: nn.Module, stage: str, settings: FitSettings,
-                controllers: list[Controller] | None = None) -> None:  # fmt: skip
-    """Train with a checkpoint after every epoch; continues from the stage's newest checkpoint if any."""
+                controllers: list[Controller] | None = None, criterion: Criterion = cross_entropy) -> int:  # fmt: skip
+    """Train with a checkpoint after every epoch; continues from the stage's newest checkpoint if any.
+    Returns the number of epochs trained by this call."""
     resume = latest_checkpoint(run.dir, stage)
     if resume is not None:
         console.print(f"resuming {stage} after epoch {resume['epoch']}")
@@ -160,5 +161,6 @@ def train_stage(run: Run, model: nn.Module, stage: str, settings: FitSettings,
     def checkpoint(epoch: int, state: dict[str, Any]) -> None:
         save_checkpoint(run.dir, stage, epoch, state)
 
-    fit(model, run.splits.train, settings, run.device, seed=run.cfg.run.seed, controllers=controllers,
-        resume=resume, on_epoch_end=checkpoint, label=stage)  # fmt: skip
+    losses = fit(model, run.splits.train, settings, run.device, seed=run.cfg.run.seed, controllers=controllers,
+                 resume=resume, on_epoch_end=checkpoint, label=stage, criterion=criterion)  # fmt: skip
+    return len(losses)

@@ -3,7 +3,7 @@
 from android_bench.errors import DeviceError
 
 __all__ = ["USER_ERRORS", "ACError", "CheckpointError", "ConfigError", "DataError", "DeviceError", "ModelError",
-           "TargetError"]  # fmt: skip
+           "TargetError", "TrainingError"]  # fmt: skip
 
 
 class ACError(Exception):
@@ -28,6 +28,10 @@ class CheckpointError(ACError):
 
 class TargetError(ACError):
     """A compile target is unknown or its toolchain is missing."""
+
+
+class TrainingError(ACError):
+    """A training ended with a model not worth going on with (a dense model at chance)."""
 
 
 # The bench harness (android_bench) stands alone and raises its own DeviceError; the CLI treats both as the

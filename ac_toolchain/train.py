@@ -4,7 +4,8 @@
 (:class:`Controller`): an extra loss term (ADMM's penalty), work before and after each optimiser step (masks),
 work at the end of each epoch (ADMM's Z- and U-steps) and state for the checkpoint. :class:`MaskController`
 zeroes the gradients of pruned weights before each step and the weights after it, so pruned weights stay
-exactly zero through momentum and weight decay, and their momentum buffers stay zero too.
+exactly zero through momentum and weight decay, and their momentum buffers stay zero too. The loss is a
+*criterion* (:class:`Criterion`): cross-entropy, or distillation from the dense model (ac_toolchain/distill.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import random
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -26,6 +27,19 @@ from ac_toolchain.errors import ConfigError
 from ac_toolchain.prune.schemes import Masks, apply_masks
 
 EpochHook = Callable[[int, dict[str, Any]], None]
+
+
+class Criterion(Protocol):
+    """A training loss: ``(logits, inputs, labels) -> (loss to minimise, task loss to log)``."""
+
+    def __call__(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ...
+
+
+def cross_entropy(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The default criterion: cross-entropy to the labels, minimised and logged."""
+    task = nn.functional.cross_entropy(logits, y)
+    return task, task
 
 
 class Controller:
@@ -44,6 +58,10 @@ class Controller:
 
     def end_epoch(self, epoch: int, model: nn.Module, loss: float) -> None:
         pass
+
+    def stop(self) -> bool:
+        """True ends the training before its next epoch (early stopping: :class:`ac_toolchain.plateau.Plateau`)."""
+        return False
 
     def state(self) -> dict[str, Any]:
         return {}
@@ -135,11 +153,11 @@ def _batches(loader: DataLoader[Any], max_batches: int) -> Iterable[tuple[torch.
         yield batch
 
 
-def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
-          controllers: list[Controller]) -> float:  # fmt: skip
-    """One optimiser step; returns the task loss (cross-entropy, without the controllers' terms)."""
-    task = nn.functional.cross_entropy(model(x), y)
-    loss = task
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
+               controllers: list[Controller], criterion: Criterion = cross_entropy) -> float:  # fmt: skip
+    """One optimiser step; returns the criterion's task loss (cross-entropy to the labels, without the
+    distillation term or the controllers' terms)."""
+    loss, task = criterion(model(x), x, y)
     for c in controllers:
         extra = c.extra_loss(model)
         loss = loss + extra if extra is not None else loss
@@ -156,6 +174,7 @@ def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.O
 def train_one_epoch(
     model: nn.Module, loader: DataLoader[Any], opt: torch.optim.Optimizer, device: torch.device,
     controllers: list[Controller] | None = None, max_batches: int = 0, label: str = "train",
+    criterion: Criterion = cross_entropy,
 ) -> float:  # fmt: skip
     """One pass over loader; returns the mean task loss."""
     model.train()
@@ -165,7 +184,7 @@ def train_one_epoch(
         task = bar.add_task(label, total=n, info="")
         for x, y in _batches(loader, max_batches):
             x, y = x.to(device), y.to(device)
-            loss = _step(model, x, y, opt, controllers or [])
+            loss = train_step(model, x, y, opt, controllers or [], criterion)
             total, seen = total + loss * len(y), seen + len(y)
             bar.update(task, advance=1, info=f"loss {total / seen:.3f}")
     return total / max(seen, 1)
@@ -186,6 +205,15 @@ def evaluate(model: nn.Module, loader: DataLoader[Any], device: torch.device, la
     return correct / max(seen, 1)
 
 
+@torch.no_grad()
+def correct_per_image(model: nn.Module, loader: DataLoader[Any], device: torch.device) -> torch.Tensor:
+    """[N] bool in the loader's order: which images the model's top-1 gets right (eval mode, quiet). Two models
+    scored on the same unshuffled loader can be compared image by image (``purify.criterion = paired``)."""
+    model.eval()
+    hits = [model(x.to(device)).argmax(dim=1).cpu() == y for x, y in loader]
+    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+
+
 def make_optimizer(model: nn.Module, s: FitSettings) -> tuple[torch.optim.Optimizer, Any]:
     opt = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(s.epochs, 1))
@@ -195,11 +223,13 @@ def make_optimizer(model: nn.Module, s: FitSettings) -> tuple[torch.optim.Optimi
 def fit(
     model: nn.Module, train_ds: Dataset[Any], s: FitSettings, device: torch.device, *, seed: int = 0,
     masks: Masks | None = None, controllers: list[Controller] | None = None, resume: dict[str, Any] | None = None,
-    on_epoch_end: EpochHook | None = None, label: str = "train",
+    on_epoch_end: EpochHook | None = None, label: str = "train", criterion: Criterion = cross_entropy,
 ) -> list[float]:  # fmt: skip
-    """Train for ``s.epochs``; ``resume`` (a checkpoint dict) continues after its epoch.
+    """Train for ``s.epochs`` (fewer when a controller says :meth:`Controller.stop`); ``resume`` (a checkpoint
+    dict) continues after its epoch.
 
-    ``masks`` is shorthand for a :class:`MaskController`. ``on_epoch_end(epoch, state)`` receives the state to
+    ``masks`` is shorthand for a :class:`MaskController`; ``criterion`` replaces plain cross-entropy (e.g.
+    :class:`~ac_toolchain.distill.Distillation`). ``on_epoch_end(epoch, state)`` receives the state to
     checkpoint: model, optimizer, scheduler and each controller's state (after its ``end_epoch``).
     """
     hooks = [*([MaskController(masks)] if masks else []), *(controllers or [])]
@@ -217,9 +247,11 @@ def fit(
         c.after_step(model)  # masks hold from the first step on
     losses = []
     for epoch in range(start + 1, s.epochs + 1):
+        if any(c.stop() for c in hooks):  # checked first: a resumed training may already be done
+            break
         loader = make_loader(train_ds, s.batch_size, shuffle=True, seed=seed + epoch)
         tag = f"{label} {epoch}/{s.epochs}"
-        losses.append(train_one_epoch(model, loader, opt, device, hooks, s.max_batches, tag))
+        losses.append(train_one_epoch(model, loader, opt, device, hooks, s.max_batches, tag, criterion))
         sched.step()
         for c in hooks:
             c.end_epoch(epoch, model, losses[-1])

@@ -142,6 +142,10 @@ def test_smoke_chain_writes_a_complete_report(smoke_run: Path) -> None:
         assert set(report[key]) == {"accuracy", "params", "flops"}
     assert report["dense"]["params"] == 61_706
     assert report["dense"]["accuracy"] > 0.5  # two epochs of LeNet-5 on MNIST: far above chance (0.1)
+    training = report["dense_training"]  # the smoke preset's 2 epochs, within train.patience: both trained
+    assert training["loaded"] is None and (training["epochs"], training["max_epochs"]) == (2, 2)
+    assert training["best_epoch"] in (1, 2) and training["val_accuracy"] > 0.5
+    assert f"trained 2 of 2 epochs; last new best at epoch {training['best_epoch']}" in (run / "report.md").read_text()
     assert report["compressed"]["accuracy"] > ACCURACY_FLOOR, report["compressed"]
     assert report["compressed"]["params"] < report["dense"]["params"] / 1.5
     assert report["ratios"]["params"] == round(report["dense"]["params"] / report["compressed"]["params"], 3)
@@ -183,6 +187,13 @@ def test_smoke_chain_writes_a_complete_report(smoke_run: Path) -> None:
     assert json.loads((run / "arm64" / "manifest.json").read_text())["target"] == "arm64"
     assert all(Path(p).exists() for p in report["artifacts"].values())
     assert "| dense |" in (run / "report.md").read_text()
+
+    # distillation from the dense model (on in the smoke preset, as is the proxy's fine-tune): its cost by stage
+    assert report["config"]["distill"]["enabled"] and report["config"]["search"]["proxy_steps"] == 2
+    assert {k: v["epochs"] for k, v in report["distill"].items()} == {"admm-r1": 6, "retrain-r1": 1, "admm-r2": 6,
+                                                                       "retrain-r2": 1}  # fmt: skip
+    assert all(c["teacher_seconds"] > 0 for c in report["distill"].values())
+    assert "teacher forward passes (distillation)" in (run / "report.md").read_text()
 
     # the checkpoint is evaluated again from the run directory, to the same accuracy
     again = _ac("eval", str(run / "compressed.pt"))

@@ -47,6 +47,11 @@ def test_a_command_line_target_or_rate_replaces_the_recipes_target() -> None:
         ("prune.scheme", "rows", "prune.scheme = 'rows' is not one of: filter"),
         ("train.lr", "0", "train.lr = 0.0 is out of range: it must be > 0.0"),
         ("model.input_shape", "2,3,32,32", "must be 1,C,H,W"),
+        ("distill.alpha", "1.5", "distill.alpha = 1.5 is out of range: it must be <= 1.0"),
+        ("distill.alpha", "-0.5", "distill.alpha = -0.5 is out of range: it must be >= 0.0"),
+        ("distill.temperature", "0", "distill.temperature = 0.0 is out of range: it must be > 0.0"),
+        ("distill.enabled", "maybe", "distill.enabled = 'maybe' is not a valid bool"),
+        ("search.proxy_steps", "-1", "search.proxy_steps = -1 is out of range: it must be >= 0"),
     ],
 )
 def test_out_of_range_values_name_the_key(key: str, value: object, needle: str) -> None:
@@ -109,3 +114,15 @@ def test_every_shipped_recipe_and_preset_resolves(recipe: str) -> None:
         assert cfg.model.arch == recipe
         cfgmod.check_search(cfg)  # every shipped preset runs the search with a target
 
+
+
+def test_distillation_and_the_proxy_fine_tune_are_off_by_default_and_on_in_every_smoke_preset() -> None:
+    cfg, _ = cfgmod.resolve("lenet5", "cpu")
+    assert not cfg.distill.enabled and cfg.search.proxy_steps == 0
+    assert (cfg.distill.alpha, cfg.distill.temperature) == (0.5, 4.0)
+    for recipe in sorted(p.stem for p in cfgmod.RECIPES_DIR.glob("*.toml")):
+        cfg, _ = cfgmod.resolve(recipe, "smoke")
+        assert cfg.distill.enabled and cfg.search.proxy_steps == 2, recipe
+    flags = {"distill.enabled": "false", "distill.alpha": "1", "distill.temperature": "2"}
+    cfg, _ = cfgmod.resolve("lenet5", "smoke", flags)
+    assert (cfg.distill.enabled, cfg.distill.alpha, cfg.distill.temperature) == (False, 1.0, 2.0)

@@ -1,5 +1,6 @@
 """The training loop: masked retraining never revives a pruned weight, its momentum or decay included."""
 
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -58,3 +59,24 @@ def test_settings_are_the_train_sections_knobs_by_name_with_the_stages_epochs_an
     train = TrainConfig(epochs=9, lr=0.3, batch_size=8, momentum=0.5, weight_decay=1e-3, max_batches=6)
     settings = FitSettings.from_config(train, epochs=2, lr=0.01)
     assert settings == FitSettings(epochs=2, lr=0.01, batch_size=8, momentum=0.5, weight_decay=1e-3, max_batches=6)
+
+
+def test_fit_minimises_the_criterions_loss_and_logs_its_task_loss() -> None:
+    """A criterion returning (3 CE, CE): plain SGD then steps exactly as CE at three times the lr, and the
+    logged losses are the CE of the batches (recomputed by hand from the weights before each step)."""
+    data = _data()
+    tripled, plain = _net(), _net()
+
+    def criterion(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        task = nn.functional.cross_entropy(logits, y)
+        return 3 * task, task
+
+    settings = FitSettings(1, 0.02, 96, momentum=0.0, weight_decay=0.0)  # one batch: the whole set
+    with torch.no_grad():
+        want = float(nn.functional.cross_entropy(_net().train()(data.tensors[0]), data.tensors[1]))
+    logged = fit(tripled, data, settings, torch.device("cpu"), criterion=criterion)
+    fit(plain, data, FitSettings(1, 0.06, 96, momentum=0.0, weight_decay=0.0), torch.device("cpu"))
+    assert logged == pytest.approx([want], rel=1e-6)
+    for (name, a), b in zip(tripled.named_parameters(), plain.parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), name
+    assert not torch.equal(tripled[0].weight, _net()[0].weight)  # it did train

@@ -18,7 +18,7 @@ from ac_toolchain.graph import Graph, trace
 from ac_toolchain.prune.purify import DeadReport, RedundantReport
 from ac_toolchain.prune.schemes import LayerPlan, Masks
 from ac_toolchain.prune.spec import Spec
-from ac_toolchain.report.records import AdmmIteration, Findings, Report, SearchSummary
+from ac_toolchain.report.records import AdmmIteration, DistillCost, Findings, Report, SearchSummary
 from ac_toolchain.train import FitSettings, evaluate, make_loader
 
 
@@ -38,6 +38,7 @@ class RoundRecord:
     admm: list[AdmmIteration] = field(default_factory=list)
     purification: Purification | None = None
     search: SearchSummary | None = None  # the search's summary (search.json), if it ran
+    distill: dict[str, DistillCost] = field(default_factory=dict)  # training stage → the teacher's cost
 
 
 @dataclass
@@ -51,6 +52,7 @@ class State:
     found: Findings = field(default_factory=Findings)  # what the back half measured
     report: Report | None = None
     compact: nn.Module | None = None  # the physically smaller model, once the Compact stage made it
+    teacher: nn.Module | None = None  # frozen copy of the dense model, with distill.enabled (the Dense stage)
 
     def current(self) -> RoundRecord:
         return self.rounds[-1]

@@ -283,7 +283,8 @@ def assemble_report(run: Run, state: State) -> Report:
         accuracy_drop_points=round(100 * (dense.accuracy - comp.accuracy), 3),
         ratios={k: _ratio(getattr(dense, k), getattr(comp, k)) for k in ("params", "flops")}, method=Method.of(cfg),
         compact_max_abs_diff=f.compact_max_abs_diff, onnx_max_abs_diff=f.onnx_max_abs_diff,
-        compile=f.compile or CompileRecord(target.name, target.tvm_target, "not compiled"), **rounds,
+        compile=f.compile or CompileRecord(target.name, target.tvm_target, "not compiled"),
+        dense_training=f.dense_training, **rounds,
         bench=dict(f.bench), latency=f.latency, artifacts=_artifacts(run.dir, target.name),
         timings=dict(run.timings), config=cfgmod.to_dict(cfg), versions=_versions(),
     )  # fmt: skip
@@ -291,7 +292,7 @@ def assemble_report(run: Run, state: State) -> Report:
 
 def round_parts(state: State) -> dict[str, Any]:
     """The report's view of the rounds: the last round's per-layer rows, ADMM log, purification totals and
-    spec, and every round's search summary."""
+    spec, and every round's search summary and distillation cost."""
     if not state.rounds:
         return {}
     record = state.current()
@@ -305,6 +306,7 @@ def round_parts(state: State) -> dict[str, Any]:
     totals = {part: {k: v for k, v in asdict(body).items() if k != "layers"} for part, body in parts.items()}
     return {"layers": layers, "admm": record.admm, "purification": totals,
             "search": [r.search for r in state.rounds if r.search is not None],
+            "distill": {name: cost for r in state.rounds for name, cost in r.distill.items()},
             "rates": {k: LayerSetting(v.rate, v.scheme) for k, v in record.spec.items()}}  # fmt: skip
 
 

@@ -14,13 +14,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from ac_toolchain.config import CompressConfig, goal_flags, goals
 from ac_toolchain.context import Run, console, round_spec, train_stage
 from ac_toolchain.cost.analytic import called_modules
-from ac_toolchain.errors import ConfigError
+from ac_toolchain.distill import Distillation, freeze
+from ac_toolchain.errors import ConfigError, TrainingError
 from ac_toolchain.graph import trace
 from ac_toolchain.latency_tables import latency_model, read_model, write_model
 from ac_toolchain.pipeline.base import (
@@ -33,11 +35,12 @@ from ac_toolchain.pipeline.base import (
     round_dir,
     val_accuracy,
 )
+from ac_toolchain.plateau import Plateau
 from ac_toolchain.prune.admm import Admm, AdmmSettings
 from ac_toolchain.prune.purify import purify_dead, purify_redundant
 from ac_toolchain.prune.schemes import LayerPlan, apply_masks, project
 from ac_toolchain.prune.spec import load_spec, rates_and_schemes, spec_to_json
-from ac_toolchain.report.records import AdmmIteration, SearchSummary
+from ac_toolchain.report.records import AdmmIteration, DenseTraining, DistillCost, SearchSummary
 from ac_toolchain.runs import (
     atomic_save,
     atomic_write_text,
@@ -52,7 +55,16 @@ from ac_toolchain.scheme_registry import DEFAULT_SCHEME, SEARCH_SCHEMES
 from ac_toolchain.search.anneal import Annealer, AnnealSettings
 from ac_toolchain.search.proxy import Proxy, ProxySettings
 from ac_toolchain.search.space import Space, combine, spec_of
-from ac_toolchain.train import MaskController, make_loader, recalibrate_bn
+from ac_toolchain.train import (
+    Controller,
+    FitSettings,
+    MaskController,
+    correct_per_image,
+    cross_entropy,
+    evaluate,
+    make_loader,
+    recalibrate_bn,
+)
 
 
 def latency_path(run: Run) -> Path:
@@ -84,12 +96,17 @@ class LatencyTables(Stage):
 
 
 class Dense(Stage):
-    """Load the dense model (``--dense``, or this run's dense.pt) or train it."""
+    """Load the dense model (``--dense``, or this run's dense.pt) or train it until validation top-1 stops rising
+    (``train.patience``); how it came to be goes to ``records/dense.json``. A model that did not learn stops the
+    run here (:func:`check_learned`), before anything long, with dense.pt kept."""
 
     name, label = "dense", "Dense"
 
     def products(self, run: Run) -> list[Path]:
         return [run.dir / "dense.pt"]
+
+    def record(self, run: Run) -> Path:
+        return run.dir / "records" / "dense.json"
 
     def run(self, run: Run, state: State) -> State:
         cfg = run.cfg
@@ -97,15 +114,90 @@ class Dense(Stage):
             source = Path(cfg.model.checkpoint).expanduser()
             load_state_dict(state.model, source)
             console.print(f"dense model loaded from {source}")
+            record = DenseTraining(loaded=str(source), val_accuracy=val_accuracy(run, state.model))
         else:
-            train_stage(run, state.model, self.name, fit_settings(run, cfg.train.epochs, cfg.train.lr))
+            record = train_dense(run, state.model, self.name)
+        write_record(record, self.record(run))  # before dense.pt, the stage's product: a done stage has both
         atomic_save(state.model.state_dict(), run.dir / "dense.pt")
-        return state
+        return self._ready(run, state, record)
 
     def restore(self, run: Run, state: State) -> State:
         load_state_dict(state.model, run.dir / "dense.pt")
         console.print(f"dense model loaded from {run.dir / 'dense.pt'}")
-        return state
+        saved = self.record(run)
+        return self._ready(run, state, read_record(DenseTraining, saved) if saved.is_file() else None)
+
+    def _ready(self, run: Run, state: State, record: DenseTraining | None) -> State:
+        state.found.dense_training = record
+        check_learned(run, state.model, record)  # a resumed run stops here again
+        return with_teacher(run, state)
+
+
+def train_dense(run: Run, model: nn.Module, stage: str) -> DenseTraining:
+    """Train with checkpoints until validation top-1 plateaus (``train.patience``, at most ``train.epochs``; a
+    new best must beat the old by more than the split's noise); the model keeps its last epoch's weights. A
+    resumed training ends as an uninterrupted one would."""
+    t = run.cfg.train
+    plateau = Plateau(lambda m: val_accuracy(run, m), t.patience, images=len(run.splits.val))
+    train_stage(run, model, stage, fit_settings(run, t.epochs, t.lr), [plateau])
+    record = DenseTraining(epochs=plateau.epoch, max_epochs=t.epochs, best_epoch=plateau.best_epoch,
+                           val_accuracy=plateau.last_score)  # fmt: skip
+    best = f"last best at epoch {record.best_epoch}; validation top-1 {record.val_accuracy:.2%}" if (
+        record.val_accuracy is not None) else "no validation split: the last epoch kept"  # fmt: skip
+    console.print(f"dense: {record.epochs} of {t.epochs} epochs trained; {best}")
+    return record
+
+
+def check_learned(run: Run, model: nn.Module, record: DenseTraining | None) -> None:
+    """Stop with :class:`TrainingError` when the dense model's validation top-1 (test without a validation split)
+    is less than ``train.min_above_chance`` points above chance (1 / classes): pruning a model that did not
+    learn wastes the whole run."""
+    t = run.cfg.train
+    measured = _checked_accuracy(run, model, record) if t.min_above_chance > 0 else None
+    if measured is None:
+        return
+    split, accuracy = measured
+    chance = 1 / run.splits.num_classes
+    if accuracy >= chance + t.min_above_chance / 100:
+        return
+    seen = (f"the dense model's {split} top-1 is {accuracy:.2%}, less than {t.min_above_chance:g} points above "
+            f"chance ({chance:.2%} for {run.splits.num_classes} classes)")  # fmt: skip
+    off = "; --train-min-above-chance 0 skips this check"
+    if record is not None and record.loaded:
+        raise TrainingError(f"{seen}: --dense {record.loaded} is not a trained model of this task; pass its trained "
+                            f"weights with --dense FILE, or drop --dense to train it here{off}")  # fmt: skip
+    trained = f" after {record.epochs} epochs" if record is not None else ""
+    raise TrainingError(f"{seen}{trained}: it did not learn. Train longer (--train-epochs, now {t.epochs}), change "
+                        f"the learning rate (--train-lr, now {t.lr:g}) or pass a trained model with --dense FILE; "
+                        f"this one is kept in {run.dir / 'dense.pt'}{off}")  # fmt: skip
+
+
+def _checked_accuracy(run: Run, model: nn.Module, record: DenseTraining | None) -> tuple[str, float] | None:
+    """(split, top-1) the chance check uses: validation (the record's, else measured), else test; None: no data."""
+    if record is not None and record.val_accuracy is not None:
+        return "validation", record.val_accuracy
+    val = val_accuracy(run, model)
+    if val is not None:
+        return "validation", val
+    if len(run.splits.test) == 0:
+        return None
+    return "test", evaluate(model, make_loader(run.splits.test, 256, shuffle=False), run.device, label="")
+
+
+def with_teacher(run: Run, state: State) -> State:
+    """The dense model is ready (trained, loaded or restored): with ``distill.enabled``, a frozen copy of it
+    becomes the teacher of every later training stage and of the search's proxy fine-tune."""
+    state.teacher = freeze(state.model) if run.cfg.distill.enabled else None
+    return state
+
+
+def distiller(run: Run, state: State) -> Distillation | None:
+    """The run's distillation criterion, or None without ``distill.enabled``."""
+    if not run.cfg.distill.enabled:
+        return None
+    if state.teacher is None:  # every pipeline runs or restores the Dense stage first
+        raise RuntimeError("distill.enabled but no teacher: the Dense stage makes it")
+    return Distillation.from_config(state.teacher, run.cfg.distill)
 
 
 class RoundStage(Stage):
@@ -119,6 +211,21 @@ class RoundStage(Stage):
 
     def products(self, run: Run) -> list[Path]:
         return [round_dir(run, self.r) / name for name in self.files]
+
+    def train(self, run: Run, state: State, settings: FitSettings, controllers: list[Controller]) -> None:
+        """:func:`train_stage` with the run's criterion; with distillation, the teacher's cost is written to
+        ``rounds/<r>/distill-<stage>.json`` (before the stage's products, so a done stage has it)."""
+        criterion = distiller(run, state)
+        epochs = train_stage(run, state.model, self.name, settings, controllers, criterion or cross_entropy)
+        if criterion is not None:
+            write_record(DistillCost(round(criterion.seconds, 3), epochs), self._distill_file(run))
+
+    def restore_distill(self, run: Run, state: State) -> None:
+        if self._distill_file(run).is_file():
+            state.current().distill[self.name] = read_record(DistillCost, self._distill_file(run))
+
+    def _distill_file(self, run: Run) -> Path:
+        return round_dir(run, self.r) / f"distill-{self.name}.json"
 
 
 class RoundStart(RoundStage):
@@ -180,8 +287,9 @@ class SearchStage(RoundStage):
             raise ConfigError(f"--search anneal needs a reduction goal ({goal_flags()})")
         objective, reduction = goal
         space = _space(run, state, objective)
-        knobs = ProxySettings.from_config(s, batch_size=cfg.train.batch_size, seed=cfg.run.seed)
-        proxy = Proxy(state.model, space.masks, run.splits.train, run.splits.val, run.device, knobs)
+        knobs = ProxySettings.from_config(s, cfg.train, lr=cfg.prune.finetune_lr, seed=cfg.run.seed)
+        proxy = Proxy(state.model, space.masks, run.splits.train, run.splits.val, run.device, knobs,
+                      criterion=distiller(run, state) or cross_entropy)  # fmt: skip
         settings = AnnealSettings.from_config(s, seed=cfg.run.seed + self.r)
         start = cfg.prune.scheme if cfg.prune.scheme in SEARCH_SCHEMES else DEFAULT_SCHEME
         annealer = Annealer(space, proxy, reduction, settings, [start] * len(space.units))
@@ -258,7 +366,7 @@ class AdmmStage(RoundStage):
         admm = Admm(model_graph(run, model), state.current().spec, settings, lambda m: val_accuracy(run, m))
         keep = [MaskController(state.masks)] if state.masks else []  # earlier rounds' structures stay pruned
         epochs = a.iterations * a.epochs_per_iteration
-        train_stage(run, model, self.name, fit_settings(run, epochs, a.lr), [admm, *keep])
+        self.train(run, state, fit_settings(run, epochs, a.lr), [admm, *keep])
         atomic_save({"model": model.state_dict(), "admm": admm.state()}, self.products(run)[0])
         return self.restore(run, state)
 
@@ -266,6 +374,7 @@ class AdmmStage(RoundStage):
         saved = safe_load(self.products(run)[0])
         state.model.load_state_dict(saved["model"])
         state.current().admm = [from_record(AdmmIteration, e) for e in saved["admm"]["log"]]
+        self.restore_distill(run, state)
         return state
 
 
@@ -285,7 +394,7 @@ class Retrain(RoundStage):
         masks = safe_load(masks_file)["masks"]
         apply_masks(model, masks)
         p = run.cfg.prune
-        train_stage(run, model, self.name, fit_settings(run, p.finetune_epochs, p.finetune_lr), [MaskController(masks)])
+        self.train(run, state, fit_settings(run, p.finetune_epochs, p.finetune_lr), [MaskController(masks)])
         atomic_save(model.state_dict(), self.products(run)[1])
         return self.restore(run, state)
 
@@ -293,11 +402,13 @@ class Retrain(RoundStage):
         saved = safe_load(self.products(run)[0])
         state.model.load_state_dict(safe_load(self.products(run)[1]))
         state.masks, state.current().layers = saved["masks"], [LayerPlan(**e) for e in saved["layers"]]
+        self.restore_distill(run, state)
         return state
 
 
 class Purify(RoundStage):
-    """Dead structure (exact), then redundant structure within ``purify.tolerance`` points."""
+    """Dead structure (exact), then redundant structure within ``purify.tolerance`` points, judged by
+    ``purify.criterion`` on the validation split's per-image correctness."""
 
     title, files, label = "purify-r{r}", ("purified.pt", "purified.json"), "Purify"
 
@@ -312,12 +423,13 @@ class Purify(RoundStage):
         def recalibrate(m: nn.Module) -> None:
             recalibrate_bn(m, loader, run.device, p.bn_batches)
 
-        def score(m: nn.Module) -> float:
-            acc = val_accuracy(run, m)
-            return 0.0 if acc is None else acc
+        val = make_loader(run.splits.val, 256, shuffle=False)  # the same images, in the same order, every call
+
+        def score(m: nn.Module) -> torch.Tensor:
+            return correct_per_image(m, val, run.device)
 
         masks, redundant = purify_redundant(model, graph, masks, score, recalibrate, p.tolerance,
-                                            max_steps=p.max_steps)  # fmt: skip
+                                            max_steps=p.max_steps, criterion=p.criterion)  # fmt: skip
         atomic_save({"model": model.state_dict(), "masks": masks}, self.products(run)[0])
         write_record(Purification(dead, redundant), self.products(run)[1])
         return self.restore(run, state)

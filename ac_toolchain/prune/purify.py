@@ -11,8 +11,9 @@ not look at what they leave behind, and retraining moves the weights again. Two 
     but not the unused paths behind them.)
 (b) **Redundant structure** (:func:`purify_redundant`). After retraining some kept filters and columns have
     slipped to a near-zero norm. They are removed greedily, smallest norm relative to their layer's mean
-    first, in shrinking batches; each batch is measured (BN statistics re-estimated first) and undone exactly
-    if it costs more accuracy than the tolerance.
+    first, in shrinking batches; each batch is measured (BN statistics re-estimated first) against the model
+    before the removals and undone exactly unless its criterion (:data:`CRITERIA`) keeps the top-1 drop within
+    the tolerance: ``paired`` bounds the drop image by image, ``tolerance`` takes the mean drop as it is.
 
 No data, training or export code is imported here: the caller passes evaluation and BN recalibration in.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from statistics import NormalDist
 
 import torch
 from torch import nn
@@ -69,6 +71,8 @@ class Step:
     columns: int
     accuracy: float
     accepted: bool
+    drop: float | None = None  # mean top-1 drop against the model before the removals, points (None: older run)
+    bound: float | None = None  # what the criterion held against the tolerance, points
 
 
 @dataclass
@@ -76,6 +80,7 @@ class RedundantReport(_Removals):
     accuracy_before: float = 0.0  # after BN recalibration, before any removal
     accuracy_after: float = 0.0  # of the last accepted step (accuracy_before if none)
     tolerance: float = 0.0  # accuracy points
+    criterion: str = "tolerance"  # a key of CRITERIA (runs before the choice used the tolerance rule)
     steps: list[Step] = field(default_factory=list)
     stopped: str = "step budget"
 
@@ -307,29 +312,93 @@ def _batch(graph: Graph, params: Params, masks: Masks, cands: list[_Candidate], 
     return trial.masks, tried, part
 
 
+# ---------------------------------------------------------------- acceptance criteria
+
+Scores = float | torch.Tensor  # validation top-1 in [0, 1], or which validation images are right: [N] bool
+Z95 = NormalDist().inv_cdf(0.95)  # one-sided 95 %
+
+
+@dataclass(frozen=True)
+class Verdict:
+    drop: float  # mean top-1 drop of the candidate against the reference, points (negative: a gain)
+    bound: float  # the drop the criterion holds against the tolerance, points
+
+
+def top1(scores: Scores) -> float:
+    """Mean top-1 in [0, 1] of a scorer's answer (0 for no images)."""
+    if isinstance(scores, torch.Tensor):
+        return float(scores.double().mean()) if scores.numel() else 0.0
+    return float(scores)
+
+
+def mean_drop(reference: Scores, candidate: Scores) -> Verdict:
+    """``tolerance``: the drop in mean top-1 as measured, the split's sampling noise included."""
+    drop = 100.0 * (top1(reference) - top1(candidate))
+    return Verdict(drop, drop)
+
+
+def paired_drop(reference: Scores, candidate: Scores) -> Verdict:
+    """``paired``: the one-sided 95 % upper bound of the drop d = (b − c) / n, where b of the n images are right
+    before and wrong after and c the reverse: d + z₀.₉₅ · s / √n, s the std of the per-image differences.
+
+    A normal bound on the per-image differences bounds the drop itself, randomness of b + c included; an exact
+    binomial bound on b among the b + c discordant images conditions on b + c, so it never exceeds (b + c) / n.
+    """
+    if not (isinstance(reference, torch.Tensor) and isinstance(candidate, torch.Tensor)):
+        raise TypeError("purify.criterion = paired needs per-image correctness ([N] bool), not a mean top-1")
+    if reference.shape != candidate.shape:
+        raise ValueError(f"per-image correctness of {tuple(reference.shape)} vs {tuple(candidate.shape)} images")
+    n = reference.numel()
+    if n == 0:
+        return Verdict(0.0, 100.0)  # no images: nothing bounds the drop
+    d = reference.double().flatten() - candidate.double().flatten()  # [n] in {-1, 0, 1}
+    s = float(d.std()) if n > 1 else 0.0
+    return Verdict(100.0 * float(d.mean()), 100.0 * (float(d.mean()) + Z95 * s / math.sqrt(n)))
+
+
+CRITERIA: dict[str, Callable[[Scores, Scores], Verdict]] = {"paired": paired_drop, "tolerance": mean_drop}
+
+
+def _judge(criterion: str, reference: Scores, scores: Scores, tolerance: float, tried: int, part: _Removals) -> Step:
+    verdict = CRITERIA[criterion](reference, scores)
+    accepted = verdict.bound <= tolerance + 1e-9  # a bound of exactly the tolerance is within it
+    return Step(tried, part.filters, part.columns, top1(scores), accepted, round(verdict.drop, 6),
+                round(verdict.bound, 6))  # fmt: skip
+
+
 def purify_redundant(
     model: nn.Module,
     graph: Graph,
     masks: Masks,
-    evaluate: Callable[[nn.Module], float],
+    evaluate: Callable[[nn.Module], Scores],
     recalibrate: Callable[[nn.Module], None],
     tolerance: float,
     batch: float = 0.05,
     max_steps: int = 20,
+    criterion: str = "tolerance",
 ) -> tuple[Masks, RedundantReport]:
-    """Greedily remove near-zero kept filters and columns while top-1 stays within ``tolerance`` points.
+    """Greedily remove near-zero kept filters and columns while ``criterion`` keeps the top-1 drop within
+    ``tolerance`` points.
 
-    ``evaluate`` gives validation top-1 in [0, 1]; ``recalibrate`` re-estimates BN statistics in place. The
-    model is left with the returned masks applied and the BN state of the last accepted step.
+    ``evaluate`` gives validation top-1 in [0, 1] or the per-image correctness ([N] bool, the same images on
+    every call; ``paired`` needs it); ``recalibrate`` re-estimates BN statistics in place. Every step is judged
+    against the model before the first removal, so accepted steps never add up past the tolerance. The model is
+    left with the returned masks applied and the BN state of the last accepted step.
     """
+    if criterion not in CRITERIA:
+        raise ConfigError(f"purify.criterion = {criterion!r} is not one of: {', '.join(CRITERIA)}")
     if not 0.0 < batch <= 1.0 or tolerance < 0 or max_steps < 0:
         raise ConfigError(f"purification needs 0 < batch <= 1, tolerance >= 0 (points), max_steps >= 0; got "
                           f"batch={batch}, tolerance={tolerance}, max_steps={max_steps}")  # fmt: skip
     params, masks = dict(model.named_parameters()), {k: v.clone() for k, v in masks.items()}
     apply_masks(model, masks)
     recalibrate(model)  # the reference is measured the way every step is
-    before = float(evaluate(model))
-    report = RedundantReport(accuracy_before=before, accuracy_after=before, tolerance=tolerance)
+    reference = evaluate(model)
+    report = RedundantReport(accuracy_before=top1(reference), accuracy_after=top1(reference), tolerance=tolerance,
+                             criterion=criterion)  # fmt: skip
+    if isinstance(reference, torch.Tensor) and reference.numel() == 0:
+        report.stopped = "no validation images"
+        return masks, report
     cands = _candidates(graph, params, masks)
     while len(report.steps) < max_steps:
         trial, tried, part = _batch(graph, params, masks, cands, max(1, int(batch * len(cands))))
@@ -339,11 +408,10 @@ def purify_redundant(
         saved = {k: v.detach().clone() for k, v in model.state_dict().items()}  # weights and BN statistics
         apply_masks(model, trial)
         recalibrate(model)
-        acc = float(evaluate(model))
-        accepted = 100.0 * (before - acc) <= tolerance + 1e-9  # a drop of exactly the tolerance is within it
-        report.steps.append(Step(tried, part.filters, part.columns, acc, accepted))
-        if accepted:
-            masks, report.accuracy_after, cands = trial, acc, _candidates(graph, params, trial)
+        step = _judge(criterion, reference, evaluate(model), tolerance, tried, part)
+        report.steps.append(step)
+        if step.accepted:
+            masks, report.accuracy_after, cands = trial, step.accuracy, _candidates(graph, params, trial)
             for layer, e in part.layers.items():
                 report.add(layer, e.filters, e.columns)
         elif tried == 1:

@@ -27,6 +27,17 @@ class Measurement:
 
 
 @dataclass
+class DenseTraining:
+    """How dense.pt came to be (``records/dense.json``): trained here, or loaded with ``--dense`` (no epochs)."""
+
+    loaded: str | None = None  # the --dense file it was loaded from
+    epochs: int | None = None  # epochs trained: train.epochs, or fewer when validation top-1 stopped rising
+    max_epochs: int | None = None  # train.epochs, the cap
+    best_epoch: int | None = None  # the last epoch that beat the best by more than the split's noise
+    val_accuracy: float | None = None  # dense.pt's (the last epoch's) validation top-1; None without a split
+
+
+@dataclass
 class Method:
     """How the per-layer rates were chosen and reached (from the config)."""
 
@@ -83,6 +94,14 @@ class SearchSummary:
     proposals_per_minute: float
     best: dict[str, Any]  # the best proposal's point (search.anneal.Point as written)
     units: list[dict[str, Any]]  # the decision units (search.space.Unit as written)
+
+
+@dataclass
+class DistillCost:
+    """What distilling from the dense model cost one training stage: the teacher's forward passes."""
+
+    teacher_seconds: float
+    epochs: int  # epochs trained with the teacher (those a resumed stage ran before are not counted)
 
 
 @dataclass
@@ -145,6 +164,7 @@ class Findings:
 
     dense: Measurement | None = None
     compressed: Measurement | None = None
+    dense_training: DenseTraining | None = None  # from the Dense stage
     latency: LatencyPrediction | None = None
     compact_max_abs_diff: float | None = None
     onnx_max_abs_diff: float | None = None
@@ -165,6 +185,7 @@ class Report:
     compact_max_abs_diff: float
     onnx_max_abs_diff: float
     compile: CompileRecord
+    dense_training: DenseTraining | None = None  # how dense.pt came to be (None: a run from before the record)
     layers: list[LayerRow] = field(default_factory=list)
     admm: list[AdmmIteration] = field(default_factory=list)  # the last round's iterations
     search: list[SearchSummary] = field(default_factory=list)  # one per round that searched
@@ -172,6 +193,7 @@ class Report:
     rates: dict[str, LayerSetting] = field(default_factory=dict)  # the last round's spec
     bench: dict[str, BenchEntry] = field(default_factory=dict)  # by bench device
     latency: LatencyPrediction | None = None
+    distill: dict[str, DistillCost] = field(default_factory=dict)  # training stage → teacher cost (distill.enabled)
     artifacts: dict[str, str] = field(default_factory=dict)  # name → path
     timings: dict[str, float] = field(default_factory=dict)  # stage → seconds
     config: dict[str, Any] = field(default_factory=dict)  # the resolved config (config.toml)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from ac_toolchain.report.plots import plot_admm, plot_pareto, plot_rates, plot_search_trace, read_search_log
 from ac_toolchain.report.records import (
@@ -83,7 +84,20 @@ def _purify_lines(r: Report) -> list[str]:
     lines = ["## Purification", ""]
     for part, body in r.purification.items():
         lines.append(f"- {part}: " + ", ".join(f"{k} {v}" for k, v in body.items() if not isinstance(v, list | dict)))
-    return [*lines, ""]
+    return [*lines, *_purify_steps(r.purification.get("redundant", {}).get("steps") or []), ""]
+
+
+def _points(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}"  # None: a run from before drops and bounds were recorded
+
+
+def _purify_steps(steps: list[dict[str, Any]]) -> list[str]:
+    """Each redundant-removal batch: its mean drop and the bound its criterion held against the tolerance."""
+    rows = [f"| {i} | {s['tried']} | {s['accuracy']:.2%} | {_points(s.get('drop'))} | {_points(s.get('bound'))} | "
+            f"{'yes' if s['accepted'] else 'no'} |" for i, s in enumerate(steps, 1)]  # fmt: skip
+    head = ["", "| step | structures | top-1 | drop (points) | bound (points) | kept |",
+            "|---:|---:|---:|---:|---:|---|"]
+    return [*head, *rows] if rows else []
 
 
 def _bench_lines(benches: dict[str, BenchEntry]) -> list[str]:
@@ -112,6 +126,27 @@ def _latency_lines(r: Report) -> list[str]:
             f"| measured | | | {shown} |", "", f"Tables: `{lat.tables}`.", ""]  # fmt: skip
 
 
+def _distill_lines(r: Report) -> list[str]:
+    """The cost of distilling from the dense model: its forward passes, over every training stage."""
+    if not r.distill:
+        return []
+    seconds, epochs = sum(c.teacher_seconds for c in r.distill.values()), sum(c.epochs for c in r.distill.values())
+    per_epoch = f" ({seconds / epochs:.2f} s / epoch)" if epochs else ""
+    return [f"- teacher forward passes (distillation): {seconds:.1f} s over {epochs} epochs{per_epoch}"]
+
+
+def _dense_lines(r: Report) -> list[str]:
+    """How the dense model came to be: loaded with --dense, or trained (epochs, the last new best, validation)."""
+    t = r.dense_training
+    if t is None:
+        return []
+    val = f"validation top-1 {t.val_accuracy:.2%}" if t.val_accuracy is not None else "no validation split"
+    if t.loaded:
+        return [f"Dense model: loaded from `{t.loaded}` ({val}).", ""]
+    kept = f"last new best at epoch {t.best_epoch}, {val}" if t.val_accuracy is not None else f"the last kept ({val})"
+    return [f"Dense model: trained {t.epochs} of {t.max_epochs} epochs; {kept}.", ""]
+
+
 def _compile_line(r: Report) -> str:
     diff = r.compile.max_abs_diff
     return f"Compile ({r.target}): {r.compile.status}" + (f"; max |TVM - torch| {diff:.2e}" if diff is not None else "")
@@ -130,6 +165,7 @@ def render_markdown(r: Report) -> str:
         f"| compressed | {c.accuracy:.2%} | {c.params:,} | {c.flops:,} |",
         f"| ratio | {-r.accuracy_drop_points:+.2f} points | {ratio['params']}× | {ratio['flops']}× |",
         "",
+        *_dense_lines(r),
         _compile_line(r) + ".",
         "",
         f"Compact vs masked model, max abs difference: {r.compact_max_abs_diff:.2e}; "
@@ -150,6 +186,7 @@ def render_markdown(r: Report) -> str:
         "## Timings (s)",
         "",
         *[f"- {stage}: {sec:.1f}" for stage, sec in r.timings.items()],
+        *_distill_lines(r),
         "",
         "## Artifacts",
         "",

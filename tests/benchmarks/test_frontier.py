@@ -55,11 +55,13 @@ def test_kept_is_the_largest_ratio_whose_mean_loss_is_within_the_band() -> None:
     assert frontier.kept(rows, "m", "tp-global", 1.0) is None
 
 
-def test_every_ladder_rung_trains_the_presets_epochs() -> None:
+def test_every_method_of_our_chain_is_a_valid_config_that_trains_the_presets_epochs() -> None:
     from ac_toolchain import config as cfgmod
 
     base = cfgmod.resolve("lenet5", "cpu")[0]
-    for method in frontier.LADDER:
+    ours = [m for m, rule in frontier.METHODS.items() if rule is not None]
+    assert set(frontier.LADDER) | set(frontier.LEVERS) <= set(ours)
+    for method in ours:
         rule = frontier.METHODS[method]
         assert rule is not None
         cfg = cfgmod.resolve("lenet5", "cpu", {**rule(base), "search.params_x": 20})[0]

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ac_toolchain.config import SearchConfig
+from ac_toolchain.config import SearchConfig, TrainConfig
 from ac_toolchain.errors import ConfigError
 from ac_toolchain.graph import trace
 from ac_toolchain.search.proxy import Proxy, ProxySettings
@@ -143,5 +143,100 @@ def test_val_images_limits_the_validation_split(setup) -> None:
 
 
 def test_settings_are_the_search_sections_knobs_by_name() -> None:
-    settings = ProxySettings.from_config(SearchConfig(bn_batches=3, val_images=50), batch_size=16, seed=4)
-    assert settings == ProxySettings(bn_batches=3, batch_size=16, seed=4, val_images=50)
+    search = SearchConfig(bn_batches=3, val_images=50, proxy_steps=7)
+    train = TrainConfig(batch_size=16, momentum=0.5, weight_decay=1e-3, lr=0.9)
+    settings = ProxySettings.from_config(search, train, lr=0.02, seed=4)
+    assert settings == ProxySettings(bn_batches=3, batch_size=16, seed=4, val_images=50, steps=7, lr=0.02,
+                                     momentum=0.5, weight_decay=1e-3)  # fmt: skip
+
+
+def _fine_tune_by_hand(net: nn.Module, masks: dict[str, torch.Tensor], train: TensorDataset, steps: int,
+                       lr: float, batch_size: int, seed: int) -> nn.Module:  # fmt: skip
+    """The proxy's fine-tune in plain torch: a copy with the masked weights zeroed, then ``steps`` SGD steps
+    (momentum 0.9, weight decay 5e-4) in training mode on the first shuffled batches of DataLoaders seeded
+    ``seed``, ``seed + 1``, ...; the pruned weights' gradients zeroed before each step, the weights after it."""
+    ref = copy.deepcopy(net)
+    params = dict(ref.named_parameters())
+
+    def zero(attr: str) -> None:
+        with torch.no_grad():
+            for name, mask in masks.items():
+                getattr(params[name], attr)[mask == 0] = 0.0
+
+    zero("data")
+    batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for e in range(steps):
+        batches += list(DataLoader(train, batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed + e)))
+    opt = torch.optim.SGD(ref.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    ref.train()
+    for x, y in batches[:steps]:
+        opt.zero_grad()
+        nn.functional.cross_entropy(ref(x), y).backward()
+        zero("grad")
+        opt.step()
+        zero("data")
+    return ref
+
+
+@pytest.mark.parametrize(("rate", "scheme"), [(0.5, "filter+column"), (0.8, "filter")])
+def test_fine_tune_is_masked_sgd_on_seeded_batches_then_bn_and_top1_by_hand(setup, rate: float, scheme: str) -> None:
+    net, space, train, val = setup
+    spec = _spec(space, rate, scheme)
+    masks = space.masks(spec)
+    proxy = _proxy(setup, steps=8, lr=0.1)  # 48 images in batches of 8: the steps run into a second pass
+    score = proxy(spec)
+    tuned = _fine_tune_by_hand(net, masks, train, 8, 0.1, 8, 5)
+    ref, want = _score_by_hand(tuned, masks, train, val, 2, 8, 5, 0)
+    got, ref_params = dict(proxy.net.named_parameters()), dict(ref.named_parameters())
+    orig = dict(net.named_parameters())
+    for name, p in got.items():
+        assert torch.allclose(p, ref_params[name], rtol=1e-4, atol=1e-5), name
+    for name, mask in masks.items():
+        assert got[name][mask == 0].abs().max() == 0, name  # exactly zero after the steps
+        assert not torch.allclose(got[name][mask == 1], orig[name][mask == 1]), name  # the kept weights moved
+    assert score == want
+
+
+def test_fine_tune_is_deterministic_and_changes_scores(setup) -> None:
+    _, space, _, _ = setup
+    specs = [_spec(space, r, s) for r in (0.3, 0.5, 0.7) for s in ("filter+column", "filter")]
+    first = _proxy(setup, steps=4, lr=0.2)
+    scores = [first(spec) for spec in specs]
+    second = _proxy(setup, steps=4, lr=0.2)
+    assert [second(spec) for spec in reversed(specs)][::-1] == scores  # another order: every spec starts afresh
+    untuned = _proxy(setup)
+    assert any(untuned(spec) != score for spec, score in zip(specs, scores, strict=True))
+
+
+def test_fine_tune_seeds_dropout_and_leaves_the_global_rng_alone() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.5), nn.Flatten(),
+                        nn.Linear(8 * 36, 5))  # fmt: skip
+    space = Space(trace(net, torch.randn(1, 3, 8, 8)), "params")
+    spec = _spec(space, 0.5)
+    weights = []
+    for global_seed in (1, 2):  # the global RNG differs; the dropout masks of the steps do not
+        states = []
+        for steps in (0, 3):
+            torch.manual_seed(global_seed)
+            proxy = Proxy(net, space.masks, _data(48, 1), _data(40, 2), CPU, ProxySettings(2, 8, 5, steps=steps))
+            proxy(spec)
+            states.append(torch.get_rng_state())
+        assert torch.equal(states[0], states[1])  # the steps drew nothing from the global RNG
+        weights.append({k: v.clone() for k, v in proxy.net.state_dict().items()})
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_fine_tune_uses_the_given_criterion(setup) -> None:
+    net, space, train, val = setup
+    calls: list[int] = []
+
+    def criterion(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(len(x))
+        task = nn.functional.cross_entropy(logits, y)
+        return task, task
+
+    proxy = Proxy(net, space.masks, train, val, CPU, ProxySettings(2, 8, 5, steps=3), criterion=criterion)
+    proxy(_spec(space, 0.5))
+    proxy(_spec(space, 0.6))
+    assert calls == [8] * 6
