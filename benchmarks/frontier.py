@@ -4,8 +4,9 @@
     python -m benchmarks.frontier --plan lenet5:20 --seeds 0,1,2 --methods ladder --out frontier-ladder-lenet5
 
 A **seed** changes the data split (train / validation / test) and the dense initialisation. Per model and seed
-ONE dense model is trained with cosine decay to zero until validation top-1 is flat (:func:`train_dense`,
-``--dense-epochs``, cached in ``<workdir>/seed-<s>/``); every method of that seed starts from it, on its
+ONE dense model is trained for ``--dense-epochs`` with cosine decay to zero, until validation top-1 is flat
+(``benchmarks.peers.train_dense``; the last epoch kept, not the best of a noisy split; cached in
+``<workdir>/seed-<s>/``); every method of that seed starts from it, on its
 splits, for the same total training epochs (``benchmarks.peers.chain_epochs`` of the preset: Torch-Pruning
 fine-tunes that many epochs; every rung of the ladder splits that many epochs between ADMM and retraining).
 
@@ -50,11 +51,10 @@ from scipy import stats
 from ac_toolchain import config as cfgmod
 from ac_toolchain.compress import compress
 from ac_toolchain.config import CompressConfig
-from ac_toolchain.context import build, load_splits, open_run
-from ac_toolchain.pipeline import new_state
-from ac_toolchain.runs import atomic_save, atomic_write_text, new_run_dir, safe_load
-from ac_toolchain.train import FitSettings, evaluate, fit, make_loader, pick_device
-from benchmarks.peers import _bench_overrides, _config, _test, chain_epochs, run_tp
+from ac_toolchain.context import build, load_splits
+from ac_toolchain.runs import atomic_write_text, new_run_dir, safe_load
+from ac_toolchain.train import evaluate, make_loader, pick_device
+from benchmarks.peers import _bench_overrides, _config, chain_epochs, run_tp, train_dense
 
 RESULTS = Path(__file__).parent / "results"
 BANDS = (0.5, 1.0)  # points below dense that count as "kept"
@@ -79,7 +79,7 @@ def _admm(cfg: CompressConfig) -> dict[str, Any]:
 
 
 def _purify(cfg: CompressConfig) -> dict[str, Any]:
-    return {**_admm(cfg), "purify.enabled": True}
+    return {**_admm(cfg), "purify.enabled": True, "purify.criterion": "tolerance"}
 
 
 def _filter_column(cfg: CompressConfig) -> dict[str, Any]:
@@ -90,16 +90,45 @@ def _ours(cfg: CompressConfig) -> dict[str, Any]:
     return {**_filter_column(cfg), "search.method": "anneal"}
 
 
+def _distill(cfg: CompressConfig) -> dict[str, Any]:
+    return {**_ours(cfg), "distill.enabled": True}
+
+
+def _paired(cfg: CompressConfig) -> dict[str, Any]:
+    return {**_distill(cfg), "purify.criterion": "paired"}
+
+
+def _oneshot_fc(cfg: CompressConfig) -> dict[str, Any]:
+    return {**_oneshot(cfg), "prune.scheme": "filter+column"}
+
+
+def _lean(cfg: CompressConfig) -> dict[str, Any]:
+    """What the ladder supports: one round, one shot, filter+column, paired purification, the search, distillation."""
+    return {**_oneshot_fc(cfg), "purify.enabled": True, "purify.criterion": "paired", "search.method": "anneal",
+            "distill.enabled": True}  # fmt: skip
+
+
+def _lean_uniform(cfg: CompressConfig) -> dict[str, Any]:
+    return {**_lean(cfg), "search.method": "uniform"}
+
+
 # name -> overrides of our chain (from the preset's resolved config), or None for a Torch-Pruning mode
 METHODS: dict[str, Overrides | None] = {
     "oneshot": _oneshot, "+rounds": _rounds, "+admm": _admm, "+purify": _purify, "uniform": _filter_column,
-    "ours": _ours, "tp-uniform": None, "tp-global": None,
+    "ours": _ours, "+distill": _distill, "+paired": _paired, "oneshot-fc": _oneshot_fc, "lean": _lean,
+    "lean-uniform": _lean_uniform, "tp-uniform": None, "tp-global": None,
 }  # fmt: skip
 LADDER = ("oneshot", "+rounds", "+admm", "+purify", "uniform", "ours")
 LADDER_NOTE = {"oneshot": "one-shot filters, uniform rate, all epochs fine-tuning", "+rounds": "+ the preset's rounds",
                "+admm": "+ ADMM in every round", "+purify": "+ purification",
                "uniform": "+ filter+column scheme", "ours": "+ the search (our chain)"}  # fmt: skip
-PAIRS = (("ours", "tp-global"), ("ours", "tp-uniform"), ("ours", "uniform"), ("oneshot", "tp-uniform"))
+LEVERS = ("+distill", "+paired", "oneshot-fc", "lean", "lean-uniform")
+LEVER_NOTE = {"+distill": "ours + distillation from the dense model", "+paired": "+distill + paired purification",
+              "oneshot-fc": "oneshot with filter+column", "lean": "one round, one shot, filter+column, paired "
+              "purification, the search, distillation", "lean-uniform": "lean at one uniform rate"}  # fmt: skip
+PAIRS = (("ours", "tp-global"), ("ours", "tp-uniform"), ("ours", "uniform"), ("oneshot", "tp-uniform"),
+         ("+distill", "ours"), ("+paired", "+distill"), ("oneshot-fc", "oneshot"), ("lean", "oneshot-fc"),
+         ("lean", "lean-uniform"), ("lean", "tp-global"), ("lean", "tp-uniform"), ("lean", "ours"))  # fmt: skip
 
 
 def _log(text: str) -> None:
@@ -119,34 +148,6 @@ def _commit() -> str:
 
 def _accuracy(net: torch.nn.Module, split: Any, device: torch.device) -> float:
     return round(evaluate(net, make_loader(split, 256, shuffle=False), device, label=""), 6)
-
-
-def train_dense(model: str, preset: str, workdir: Path, sets: dict[str, Any],
-                epochs: int) -> tuple[Path, dict[str, Any]]:  # fmt: skip
-    """The seed's dense model: ``epochs`` epochs of the preset's SGD with cosine decay to zero, the last epoch kept.
-
-    Not the best validation epoch: on a 500-image split, picking the maximum of noisy epochs picks noise (an early
-    epoch a point ahead on validation and behind on test). The validation history is kept to show the plateau.
-    Cached in ``workdir`` by the overrides and epochs."""
-    path, info = workdir / f"dense-{model}-{preset}.pt", workdir / f"dense-{model}-{preset}.json"
-    key = {"sets": sets, "epochs": epochs}
-    if path.is_file() and info.is_file() and json.loads(info.read_text()).get("key") == key:
-        return path, json.loads(info.read_text())
-    run = open_run(_config(model, preset, workdir, sets))
-    state, history = new_state(run), []
-
-    def watch(epoch: int, _ckpt: dict[str, Any]) -> None:
-        history.append(_accuracy(state.model, run.splits.val, run.device))
-        _log(f"  dense {model} epoch {epoch}: validation {history[-1]:.2%}")
-
-    start = time.perf_counter()
-    fit(state.model, run.splits.train, FitSettings.from_config(run.cfg.train, epochs=epochs, lr=run.cfg.train.lr),
-        run.device, seed=run.cfg.run.seed, on_epoch_end=watch, label="dense")  # fmt: skip
-    atomic_save(state.model.state_dict(), path)
-    result = {"key": key, "epochs_trained": epochs, "val_history": history,
-              "seconds": round(time.perf_counter() - start, 1), **_test(state.model, run.cfg, run.splits, run.device)}
-    atomic_write_text(json.dumps(result, indent=2) + "\n", info)
-    return path, result
 
 
 def round_trace(run_dir: Path, cfg: CompressConfig) -> list[dict[str, Any]]:
@@ -291,7 +292,7 @@ def _frontier_table(doc: dict[str, Any], model: str) -> list[str]:
 def _pairs_table(doc: dict[str, Any], model: str) -> list[str]:
     ratios = sorted({r["asked_params_ratio"] for r in _ok(doc["results"], model=model)})
     lines = ["| asked params × | pair | mean difference (points) [95 % t-interval] |", "|---:|---|---|"]
-    pairs = [*PAIRS, *zip(LADDER[1:], LADDER[:-1], strict=True)]
+    pairs = list(dict.fromkeys([*PAIRS, *zip(LADDER[1:], LADDER[:-1], strict=True)]))
     for ratio in ratios:
         for a, b in pairs:
             p = pair(doc["results"], model, ratio, a, b)
@@ -333,8 +334,9 @@ def markdown(doc: dict[str, Any]) -> str:
             got = [kept(doc["results"], name, method, b) for b in BANDS]
             lines.append(f"| {method} | " + " | ".join(f"{k[0]:g} ({k[1]:.0f}×)" if k else "none" for k in got) + " |")
         lines += ["", "### Each round: validation vs test", "", *_rounds_table(doc, name), ""]
-    if any(m in LADDER for m in doc["methods"]):
-        lines += ["## Ladder", "", *[f"- `{k}`: {v}" for k, v in LADDER_NOTE.items()], ""]
+    notes = {**LADDER_NOTE, **LEVER_NOTE}
+    if any(m in notes for m in doc["methods"]):
+        lines += ["## Methods", "", *[f"- `{k}`: {v}" for k, v in notes.items() if k in doc["methods"]], ""]
     return "\n".join(lines)
 
 
@@ -373,10 +375,11 @@ def write(doc: dict[str, Any], results_dir: Path, name: str) -> None:
 
 
 def _methods(text: str) -> list[str]:
-    chosen = [m.strip() for m in text.replace("ladder", ",".join(LADDER)).split(",") if m.strip()]
+    text = text.replace("ladder", ",".join(LADDER)).replace("levers", ",".join(LEVERS))
+    chosen = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in chosen if m not in METHODS]
     if unknown or not chosen:
-        raise SystemExit(f"--methods: unknown {', '.join(unknown) or '(none)'}; choose from ladder, "
+        raise SystemExit(f"--methods: unknown {', '.join(unknown) or '(none)'}; choose from ladder, levers, "
                          f"{', '.join(METHODS)}")  # fmt: skip
     return list(dict.fromkeys(chosen))
 
@@ -386,7 +389,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--plan", action="append", required=True, help="MODEL:RATIO,RATIO,... params ratios (repeatable)")
     ap.add_argument("--seeds", default="0,1,2", help="comma list of seeds (split + dense init); default 0,1,2")
     ap.add_argument("--methods", default="ours,uniform,tp-global,tp-uniform",
-                    help=f"comma list of ladder, {', '.join(METHODS)}")  # fmt: skip
+                    help=f"comma list of ladder, levers, {', '.join(METHODS)}")  # fmt: skip
     ap.add_argument("--preset", default="cpu", help="recipe preset of every model (default cpu)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
     ap.add_argument("--qemu-models", default="resnet18", help="comma list of models benched on qemu-arm64; '' none")
@@ -421,7 +424,7 @@ def main(argv: list[str] | None = None) -> None:
         doc["models"].append(entry)
         for seed in seeds:
             seeded, work = {**sets, "run.seed": seed}, args.workdir / f"seed-{seed}"
-            dense = train_dense(model, args.preset, work, seeded, args.dense_epochs)
+            dense = train_dense(model, args.preset, work, seeded, args.dense_epochs, patience=0)
             entry["dense"].append({"seed": seed, **{k: dense[1][k] for k in ("accuracy", "epochs_trained", "params")}})
             for ratio in ratios:
                 for method in methods:

@@ -44,7 +44,6 @@ finished run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
 import sys
@@ -72,6 +71,7 @@ from ac_toolchain.context import build, example_input, load_splits, open_run
 from ac_toolchain.count import count
 from ac_toolchain.export import check_with_onnxruntime, export_onnx
 from ac_toolchain.pipeline import new_state
+from ac_toolchain.plateau import Plateau
 from ac_toolchain.platform import runner_target
 from ac_toolchain.runs import atomic_save, atomic_write_text, load_state_dict, new_run_dir
 from ac_toolchain.train import FitSettings, evaluate, fit, make_loader, pick_device, seed_everything
@@ -90,10 +90,6 @@ NNI: dict[str, Any] = {"search.energy": "fraction", "search.scheme_moves": False
        "search.cooling": 0.9, "search.proposals": 0}  # fmt: skip  (NNI's schedule: 16 proposals)
 OURS: dict[str, dict[str, Any]] = {"uniform": {"search.method": "uniform"}, "ours": {"search.method": "anneal"},
         "nni-style": {"search.method": "anneal", **NNI}}  # fmt: skip
-
-
-class _Plateau(Exception):
-    pass
 
 
 def _log(text: str) -> None:
@@ -130,8 +126,9 @@ def _test(model: nn.Module, cfg: CompressConfig, splits: Any, device: torch.devi
 
 def train_dense(model: str, preset: str, workdir: Path, sets: dict[str, Any], max_epochs: int,
                 patience: int) -> tuple[Path, dict[str, Any]]:  # fmt: skip
-    """Train until validation accuracy has not risen for ``patience`` epochs; keep the best epoch. Cached per model
-    and preset; retrained when ``--set`` or the epoch limits differ from the cached model's."""
+    """Train until validation accuracy has not risen by more than its noise for ``patience`` epochs (0: train all
+    ``max_epochs``; ``ac_toolchain.plateau.Plateau``); keep the last epoch. Cached per model and preset; retrained
+    when ``--set`` or the epoch limits differ from the cached model's."""
     path, info = workdir / f"dense-{model}-{preset}.pt", workdir / f"dense-{model}-{preset}.json"
     key = {"sets": sets, "max_epochs": max_epochs, "patience": patience}
     if path.is_file() and info.is_file() and json.loads(info.read_text()).get("key") == key:
@@ -139,27 +136,20 @@ def train_dense(model: str, preset: str, workdir: Path, sets: dict[str, Any], ma
     run = open_run(_config(model, preset, workdir, sets))
     state = new_state(run)
     t = run.cfg.train
-    best: dict[str, Any] = {"val": -1.0, "epoch": 0, "history": []}
 
-    def watch(epoch: int, _ckpt: dict[str, Any]) -> None:
-        val = evaluate(state.model, make_loader(run.splits.val, 256, shuffle=False), run.device, label="")
-        best["history"].append(round(val, 6))
-        _log(f"  dense {model} epoch {epoch}: validation {val:.2%}")
-        if val > best["val"]:
-            best.update(val=val, epoch=epoch)
-            atomic_save(state.model.state_dict(), path.with_suffix(".tmp.pt"))
-        if epoch - best["epoch"] >= patience:
-            raise _Plateau
+    def score(m: nn.Module) -> float:
+        val = evaluate(m, make_loader(run.splits.val, 256, shuffle=False), run.device, label="")
+        _log(f"  dense {model} epoch {plateau.epoch}: validation {val:.2%}")
+        return val
 
+    plateau = Plateau(score, patience, len(run.splits.val))  # as the Dense stage's
     start = time.perf_counter()
     settings = FitSettings.from_config(t, epochs=max_epochs, lr=t.lr)
-    with contextlib.suppress(_Plateau):
-        fit(state.model, run.splits.train, settings, run.device, seed=run.cfg.run.seed, on_epoch_end=watch,
-            label="dense")  # fmt: skip
-    path.with_suffix(".tmp.pt").replace(path)
-    state.model.load_state_dict(torch.load(path, weights_only=True))
-    result = {"key": key, "epochs_trained": len(best["history"]), "best_epoch": best["epoch"],
-              "val_history": best["history"], "seconds": round(time.perf_counter() - start, 1),
+    fit(state.model, run.splits.train, settings, run.device, seed=run.cfg.run.seed, controllers=[plateau],
+        label="dense")  # fmt: skip
+    atomic_save(state.model.state_dict(), path)
+    result = {"key": key, "epochs_trained": plateau.epoch, "best_epoch": plateau.best_epoch,
+              "val_history": [round(v, 6) for v in plateau.history], "seconds": round(time.perf_counter() - start, 1),
               **_test(state.model, run.cfg, run.splits, run.device)}  # fmt: skip
     atomic_write_text(json.dumps(result, indent=2) + "\n", info)
     return path, result
