@@ -112,23 +112,44 @@ def _lean_uniform(cfg: CompressConfig) -> dict[str, Any]:
     return {**_lean(cfg), "search.method": "uniform"}
 
 
+def _lean_no_distill(cfg: CompressConfig) -> dict[str, Any]:
+    return {**_lean(cfg), "distill.enabled": False}
+
+
+def _lean_no_purify(cfg: CompressConfig) -> dict[str, Any]:
+    return {**_lean(cfg), "purify.enabled": False}
+
+
+def _lean_admm(cfg: CompressConfig) -> dict[str, Any]:
+    """lean with one round of the preset's ADMM iterations before hard pruning; retraining gets the rest."""
+    admm = cfg.admm.iterations * cfg.admm.epochs_per_iteration
+    return {**_lean(cfg), "prune.method": "admm", "prune.finetune_epochs": chain_epochs(cfg) - admm}
+
+
 # name -> overrides of our chain (from the preset's resolved config), or None for a Torch-Pruning mode
 METHODS: dict[str, Overrides | None] = {
     "oneshot": _oneshot, "+rounds": _rounds, "+admm": _admm, "+purify": _purify, "uniform": _filter_column,
     "ours": _ours, "+distill": _distill, "+paired": _paired, "oneshot-fc": _oneshot_fc, "lean": _lean,
-    "lean-uniform": _lean_uniform, "tp-uniform": None, "tp-global": None,
+    "lean-uniform": _lean_uniform, "lean-no-distill": _lean_no_distill, "lean-no-purify": _lean_no_purify,
+    "lean+admm": _lean_admm, "tp-uniform": None, "tp-global": None,
 }  # fmt: skip
 LADDER = ("oneshot", "+rounds", "+admm", "+purify", "uniform", "ours")
 LADDER_NOTE = {"oneshot": "one-shot filters, uniform rate, all epochs fine-tuning", "+rounds": "+ the preset's rounds",
                "+admm": "+ ADMM in every round", "+purify": "+ purification",
                "uniform": "+ filter+column scheme", "ours": "+ the search (our chain)"}  # fmt: skip
+PLOTTED = ("oneshot", "ours", "+paired", "lean", "lean-uniform", "tp-global", "tp-uniform")  # the frontier plot's lines
 LEVERS = ("+distill", "+paired", "oneshot-fc", "lean", "lean-uniform")
+ABLATION = ("lean", "lean-uniform", "lean-no-distill", "lean-no-purify", "lean+admm")  # lean with one part changed
 LEVER_NOTE = {"+distill": "ours + distillation from the dense model", "+paired": "+distill + paired purification",
               "oneshot-fc": "oneshot with filter+column", "lean": "one round, one shot, filter+column, paired "
-              "purification, the search, distillation", "lean-uniform": "lean at one uniform rate"}  # fmt: skip
+              "purification, the search, distillation", "lean-uniform": "lean at one uniform rate",
+              "lean-no-distill": "lean without distillation", "lean-no-purify": "lean without purification",
+              "lean+admm": "lean with ADMM before hard pruning (same epochs)"}  # fmt: skip
 PAIRS = (("ours", "tp-global"), ("ours", "tp-uniform"), ("ours", "uniform"), ("oneshot", "tp-uniform"),
          ("+distill", "ours"), ("+paired", "+distill"), ("oneshot-fc", "oneshot"), ("lean", "oneshot-fc"),
-         ("lean", "lean-uniform"), ("lean", "tp-global"), ("lean", "tp-uniform"), ("lean", "ours"))  # fmt: skip
+         ("lean", "lean-uniform"), ("lean", "tp-global"), ("lean", "tp-uniform"), ("lean", "ours"),
+         ("lean", "lean-no-distill"), ("lean", "lean-no-purify"), ("lean", "lean+admm"),
+         ("lean-uniform", "tp-global"), ("lean-uniform", "tp-uniform"), ("+paired", "tp-global"))  # fmt: skip
 
 
 def _log(text: str) -> None:
@@ -275,17 +296,18 @@ def _ci(p: dict[str, Any] | None) -> str:
 
 
 def _frontier_table(doc: dict[str, Any], model: str) -> list[str]:
+    """Methods as rows, asked ratios as columns: mean ± std of test top-1, achieved ratio, seeds."""
     table = {k[1:]: v for k, v in cells(doc["results"]).items() if k[0] == model}
-    methods = [m for m in doc["methods"] if any(k[0] == m for k in table)]
+    methods = [m for m in METHODS if any(k[0] == m for k in table)]
     ratios = sorted({k[1] for k in table})
-    lines = ["| asked params × | " + " | ".join(methods) + " |", "|---:|" + "---:|" * len(methods)]
-    for ratio in ratios:
+    lines = ["| method | " + " | ".join(f"{r:g}×" for r in ratios) + " |", "|---|" + "---:|" * len(ratios)]
+    for m in methods:
         row = []
-        for m in methods:
+        for ratio in ratios:
             v = table.get((m, ratio))
             row.append("—" if v is None else f"{v['accuracy']['mean']:.2f} ± {v['accuracy']['std']:.2f} "
                        f"({v['params_ratio']:.0f}×, n={v['accuracy']['n']})")  # fmt: skip
-        lines.append(f"| {ratio:g} | " + " | ".join(row) + " |")
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
     return lines
 
 
@@ -330,13 +352,14 @@ def markdown(doc: dict[str, Any]) -> str:
                   *_pairs_table(doc, name), "", "### Largest asked ratio kept (mean over seeds)", "",
                   "| method | " + " | ".join(f"within {b} points" for b in BANDS) + " |",
                   "|---|" + "---:|" * len(BANDS)]  # fmt: skip
-        for method in doc["methods"]:
+        for method in [m for m in METHODS if _ok(doc["results"], model=name, method=m)]:
             got = [kept(doc["results"], name, method, b) for b in BANDS]
             lines.append(f"| {method} | " + " | ".join(f"{k[0]:g} ({k[1]:.0f}×)" if k else "none" for k in got) + " |")
         lines += ["", "### Each round: validation vs test", "", *_rounds_table(doc, name), ""]
-    notes = {**LADDER_NOTE, **LEVER_NOTE}
-    if any(m in notes for m in doc["methods"]):
-        lines += ["## Methods", "", *[f"- `{k}`: {v}" for k, v in notes.items() if k in doc["methods"]], ""]
+    notes, present = {**LADDER_NOTE, **LEVER_NOTE}, {r["method"] for r in _ok(doc["results"])}
+    lines += ["## Methods", "", *[f"- `{k}`: {v}" for k, v in notes.items() if k in present],
+              "- `tp-uniform` / `tp-global`: Torch-Pruning's group-L2 pruner one shot (one ratio in every group / one "
+              "global ranking), then fine-tuning for the same epochs", ""]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -345,7 +368,7 @@ def plot(doc: dict[str, Any], out: Path) -> None:
     fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.2), squeeze=False)
     table = cells(doc["results"])
     for ax, m in zip(axes[0], models, strict=True):
-        for method in doc["methods"]:
+        for method in [x for x in PLOTTED if _ok(doc["results"], model=m["model"], method=x)]:
             pts = sorted((v["params_ratio"], v["accuracy"]) for k, v in table.items()
                          if k[0] == m["model"] and k[1] == method)  # fmt: skip
             if pts:
@@ -375,11 +398,12 @@ def write(doc: dict[str, Any], results_dir: Path, name: str) -> None:
 
 
 def _methods(text: str) -> list[str]:
-    text = text.replace("ladder", ",".join(LADDER)).replace("levers", ",".join(LEVERS))
+    for group, names in (("ladder", LADDER), ("levers", LEVERS), ("ablation", ABLATION)):
+        text = text.replace(group, ",".join(names))
     chosen = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in chosen if m not in METHODS]
     if unknown or not chosen:
-        raise SystemExit(f"--methods: unknown {', '.join(unknown) or '(none)'}; choose from ladder, levers, "
+        raise SystemExit(f"--methods: unknown {', '.join(unknown) or '(none)'}; choose from ladder, levers, ablation, "
                          f"{', '.join(METHODS)}")  # fmt: skip
     return list(dict.fromkeys(chosen))
 
@@ -389,7 +413,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--plan", action="append", required=True, help="MODEL:RATIO,RATIO,... params ratios (repeatable)")
     ap.add_argument("--seeds", default="0,1,2", help="comma list of seeds (split + dense init); default 0,1,2")
     ap.add_argument("--methods", default="ours,uniform,tp-global,tp-uniform",
-                    help=f"comma list of ladder, levers, {', '.join(METHODS)}")  # fmt: skip
+                    help=f"comma list of ladder, levers, ablation, {', '.join(METHODS)}")  # fmt: skip
     ap.add_argument("--preset", default="cpu", help="recipe preset of every model (default cpu)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
     ap.add_argument("--qemu-models", default="resnet18", help="comma list of models benched on qemu-arm64; '' none")
