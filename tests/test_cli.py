@@ -53,7 +53,7 @@ def test_config_flags_are_listed_with_their_recipe_key() -> None:
         (["compress", "lenet5", "--params-x", "20", "--flops-x", "5"], "set one reduction goal"),
         (["compress", "lenet5", "--params-x", "0.5"], "a reduction is >= 1"),
         (["compress", "lenet5", "--params-x", "5000"], "a 5000x params reduction cannot be met"),
-        (["compress", "lenet5", "--prune-rate", "0.5"], "--search anneal needs a reduction goal"),
+        (["compress", "lenet5", "--search", "anneal", "--prune-rate", "0.5"], "--search anneal needs a reduction goal"),
         (["compress", "lenet5", "--params-x", "9", "--prune-rate", "0.5"], "give one"),
         (["compress", "lenet5", "--search-energy", "kelvin"], "search.energy = 'kelvin' is not one of"),
         (["compress", "resnet18", "--preset", "paper"], "cifar10:PATH"),
@@ -77,7 +77,8 @@ def test_bad_rates_file_and_untraceable_model_stop_before_any_run_directory(tmp_
                  "--runs-dir", str(tmp_path / "runs"))  # fmt: skip
     assert result.exit_code == 2 and "unknown layer(s) ['conv7']" in result.output
     rates.write_text(json.dumps({"conv1": {"rate": 0.5}}))
-    result = _ac("compress", "lenet5", "--prune-rates", str(rates), "--runs-dir", str(tmp_path / "runs"))
+    result = _ac("compress", "lenet5", "--prune-rates", str(rates), "--search", "anneal",
+                 "--runs-dir", str(tmp_path / "runs"))  # fmt: skip
     assert result.exit_code == 2 and "add --search uniform to use the file" in result.output  # the search picks rates
     src = tmp_path / "branchy.py"
     src.write_text(

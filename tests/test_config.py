@@ -73,7 +73,7 @@ def test_unknown_key_in_a_recipe_file(tmp_path: Path) -> None:
 
 
 def test_unknown_preset_lists_the_presets() -> None:
-    with pytest.raises(ConfigError, match=r"unknown preset 'fast'.*presets: cpu, paper, smoke"):
+    with pytest.raises(ConfigError, match=r"unknown preset 'fast'.*presets: cpu, oneshot, paper, smoke"):
         cfgmod.resolve("lenet5", "fast")
 
 
@@ -126,3 +126,14 @@ def test_distillation_and_the_proxy_fine_tune_are_off_by_default_and_on_in_every
     flags = {"distill.enabled": "false", "distill.alpha": "1", "distill.temperature": "2"}
     cfg, _ = cfgmod.resolve("lenet5", "smoke", flags)
     assert (cfg.distill.enabled, cfg.distill.alpha, cfg.distill.temperature) == (False, 1.0, 2.0)
+
+
+def test_lenet5s_default_is_one_uniform_round_of_one_shot_pruning_with_distillation_for_the_cpu_chains_epochs() -> None:
+    cfg, preset = cfgmod.resolve("lenet5", None)
+    chain, _ = cfgmod.resolve("lenet5", "cpu")
+    assert preset == "oneshot"
+    got = (cfg.search.method, cfg.search.rounds, cfg.prune.method, cfg.distill.enabled, cfg.purify.criterion)
+    assert got == ("uniform", 1, "oneshot", True, "paired")
+    cpu_epochs = chain.search.rounds * (chain.admm.iterations * chain.admm.epochs_per_iteration
+                                        + chain.prune.finetune_epochs)  # fmt: skip
+    assert cfg.prune.finetune_epochs == cpu_epochs  # the same training budget as the cpu chain

@@ -56,7 +56,13 @@ def _method_line(m: Method) -> str:
         how = f"per-layer targets from `{m.rates_file}`"
     else:
         how = f"`{m.scheme}` scheme at rate {m.rate} in every layer"
-    return f"Method: {how}, `{m.prune}` pruning" + (" + purification" if m.purify else "") + "."
+    line = f"Method: {how}, `{m.prune}` pruning" + (" + purification" if m.purify else "") + "."
+    return line + (ADMM_NOTE if m.prune == "admm" else "")
+
+
+# what the frontier benchmark measured of ADMM, said where a user reads a run that used it
+ADMM_NOTE = (" ADMM measured no gain over one-shot pruning at equal epochs (docs/results.md); `--prune-method "
+             "oneshot` or `--preset oneshot` trains the same epochs without it.")  # fmt: skip
 
 
 def _search_round(s: SearchSummary) -> str:

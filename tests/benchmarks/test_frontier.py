@@ -3,6 +3,7 @@ ladder's equal-epoch configs."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -66,3 +67,37 @@ def test_every_method_of_our_chain_is_a_valid_config_that_trains_the_presets_epo
         assert rule is not None
         cfg = cfgmod.resolve("lenet5", "cpu", {**rule(base), "search.params_x": 20})[0]
         assert chain_epochs(cfg) == chain_epochs(base), method
+
+
+def _committed_runs() -> list[dict[str, Any]]:
+    rows = []
+    for path in sorted(frontier.RESULTS.glob("frontier*.json")):
+        rows += [r for r in json.loads(path.read_text())["results"] if r.get("status") == "ok"]
+    return rows
+
+
+def test_paired_purification_never_costs_more_test_accuracy_than_its_tolerance_plus_noise() -> None:
+    """On the committed frontier runs: where purification used the paired criterion, test top-1 after it is not
+    below test top-1 before it by more than purify.tolerance plus 1.96 binomial standard errors of the test split
+    (the tolerance rule, measured in the same runs, is what this guards against)."""
+    from ac_toolchain import config as cfgmod
+    from ac_toolchain.context import load_splits
+
+    checked, sizes = 0, {}
+    for row in _committed_runs():
+        over = row.get("overrides", {})
+        if not (over.get("purify.enabled") and over.get("purify.criterion") == "paired"):
+            continue
+        cfg = cfgmod.resolve(row["model"], "cpu", {k: v for k, v in over.items() if k != "model.checkpoint"})[0]
+        if (row["model"], row["seed"]) not in sizes:
+            sizes[(row["model"], row["seed"])] = len(load_splits(cfg).test)
+        n = sizes[(row["model"], row["seed"])]
+        stages = {(t["round"], t["stage"]): t["test"] for t in row["rounds"]}
+        for (rnd, stage), before in stages.items():
+            if stage != "retrained" or (rnd, "purified") not in stages:
+                continue
+            after = stages[(rnd, "purified")]
+            allowed = cfg.purify.tolerance / 100 + 1.96 * math.sqrt(before * (1 - before) / n)
+            assert before - after <= allowed, (row["method"], row["seed"], rnd, before, after)
+            checked += 1
+    assert checked > 0  # the committed results hold such runs

@@ -194,3 +194,13 @@ def test_an_old_report_without_search_keys_still_renders(tmp_path: Path) -> None
     (tmp_path / "report.json").write_text(json.dumps(old))
     md = render_markdown(read_report(tmp_path / "report.json"))
     assert "rate 0.5 in every layer" in md and "## Search" not in md
+
+
+def test_a_report_of_an_admm_run_says_admm_did_not_pay_and_how_to_skip_it() -> None:
+    from ac_toolchain.report.render import ADMM_NOTE
+
+    admm, oneshot = _cfg(), _cfg()
+    oneshot.prune.method = "oneshot"
+    said = render_markdown(_report(admm, search=[], rates={}))
+    assert ADMM_NOTE in said and "--prune-method oneshot" in said
+    assert ADMM_NOTE not in render_markdown(_report(oneshot, search=[], rates={}))
