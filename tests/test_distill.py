@@ -102,14 +102,13 @@ def test_from_config() -> None:
     assert (d.teacher, d.alpha, d.temperature) == (teacher, 0.25, 2.0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_teacher_follows_the_students_device() -> None:
-    cuda = torch.device("cuda")
+    """A teacher on the CPU moves to the student's device on first use; "meta" stands in for an accelerator
+    (shapes without data), so this runs on every machine."""
+    meta = torch.device("meta")
     teacher = freeze(_net(1))  # on the CPU
-    student = _net(2).to(cuda)
-    x, y = (t.to(cuda) for t in _data().tensors)
-    loss, _ = Distillation(teacher, 0.5, 4.0)(student(x), x, y)
-    assert next(teacher.parameters()).device.type == "cuda" and loss.device.type == "cuda"
-    with torch.no_grad():
-        want = _by_hand(student(x), teacher(x), y, 0.5, 4.0)
-    assert torch.allclose(loss, want, rtol=1e-4, atol=1e-5)
+    student = _net(2).to(meta)
+    x, y = (t.to(meta) for t in _data().tensors)
+    loss, task = Distillation(teacher, 0.5, 4.0)(student(x), x, y)
+    assert next(teacher.parameters()).device == meta and loss.device == meta and task.device == meta
+    assert loss.shape == () and not teacher.training
