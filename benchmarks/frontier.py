@@ -52,8 +52,9 @@ from ac_toolchain import config as cfgmod
 from ac_toolchain.compress import compress
 from ac_toolchain.config import CompressConfig
 from ac_toolchain.context import build, load_splits
-from ac_toolchain.runs import atomic_write_text, new_run_dir, safe_load
+from ac_toolchain.runs import new_run_dir, safe_load
 from ac_toolchain.train import evaluate, make_loader, pick_device
+from benchmarks import peers
 from benchmarks.peers import _bench_overrides, _config, chain_epochs, run_tp, train_dense
 
 RESULTS = Path(__file__).parent / "results"
@@ -388,10 +389,7 @@ def plot(doc: dict[str, Any], out: Path) -> None:
 
 
 def write(doc: dict[str, Any], results_dir: Path, name: str) -> None:
-    results_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(json.dumps(doc, indent=2) + "\n", results_dir / f"{name}.json")
-    atomic_write_text(markdown(doc), results_dir / f"{name}.md")
-    plot(doc, results_dir / f"{name}.png")
+    peers.write(doc, results_dir, name, markdown, plot)
 
 
 # ----------------------------------------------------------------------------------------------- main

@@ -349,11 +349,13 @@ def plot(doc: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
-def write(doc: dict[str, Any], results_dir: Path, name: str) -> None:
+def write(doc: dict[str, Any], results_dir: Path, name: str, render: Callable[[dict[str, Any]], str] | None = None,
+          draw: Callable[[dict[str, Any], Path], None] | None = None) -> None:  # fmt: skip
+    """``<name>.json``, ``.md`` and ``.png`` of a results document (by default this benchmark's table and plot)."""
     results_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps(doc, indent=2) + "\n", results_dir / f"{name}.json")
-    atomic_write_text(markdown(doc), results_dir / f"{name}.md")
-    plot(doc, results_dir / f"{name}.png")
+    atomic_write_text((render or markdown)(doc), results_dir / f"{name}.md")
+    (draw or plot)(doc, results_dir / f"{name}.png")
 
 
 # ----------------------------------------------------------------------------------------------- main
