@@ -112,7 +112,7 @@ def _only_run(runs_dir: Path) -> Path:
 ACCURACY_FLOOR = 0.25
 
 SMOKE = ["compress", "lenet5", "--preset", "smoke", "--admm-iterations", "6", "--search-proposals", "4",
-         "--target", "arm64"]  # fmt: skip
+         "--prune-finetune-epochs", "2", "--target", "arm64"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +191,8 @@ def test_smoke_chain_writes_a_complete_report(smoke_run: Path) -> None:
 
     # distillation from the dense model (on in the smoke preset, as is the proxy's fine-tune): its cost by stage
     assert report["config"]["distill"]["enabled"] and report["config"]["search"]["proxy_steps"] == 2
-    assert {k: v["epochs"] for k, v in report["distill"].items()} == {"admm-r1": 6, "retrain-r1": 1, "admm-r2": 6,
-                                                                       "retrain-r2": 1}  # fmt: skip
+    assert {k: v["epochs"] for k, v in report["distill"].items()} == {"admm-r1": 6, "retrain-r1": 2, "admm-r2": 6,
+                                                                       "retrain-r2": 2}  # fmt: skip
     assert all(c["teacher_seconds"] > 0 for c in report["distill"].values())
     assert "teacher forward passes (distillation)" in (run / "report.md").read_text()
 
@@ -234,6 +234,29 @@ def test_sigkill_mid_admm_then_resume_ends_where_an_uninterrupted_run_ends(smoke
     first, second = (json.loads((d / "report.json").read_text()) for d in (whole, run))
     assert second["compressed"] == first["compressed"] and second["admm"] == first["admm"]
     assert _ac("compress", "--resume", str(run), "--train-epochs", "9").exit_code == 2
+
+
+def test_sigkill_in_round_2_after_compaction_then_resume_ends_where_an_uninterrupted_run_ends(
+    smoke_run: Path, tmp_path: Path
+) -> None:
+    whole = smoke_run  # retraining and purification ran on the compacted model (prune.compact, the default)
+    ac = [sys.executable, "-m", "ac_toolchain.cli"]
+    proc = subprocess.Popen([*ac, *SMOKE, "--runs-dir", str(tmp_path / "cut")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    run = _kill_when(proc, tmp_path / "cut", "checkpoints/retrain-r2-0001.pt")
+    assert not (run / "rounds" / "2" / "retrained.pt").exists()  # killed inside round 2's compacted retraining
+    first = torch.load(run / "checkpoints" / "retrain-r2-0001.pt", weights_only=True)["model"]
+    full = torch.load(run / "dense.pt", weights_only=True)
+    assert any(first[k].shape != full[k].shape for k in full)  # the checkpoint is of the compacted model
+    result = _ac("compress", "--resume", str(run))
+    assert result.exit_code == 0, result.output
+    assert "resuming retrain-r2 after epoch 1" in result.output
+    for name in ("rounds/2/retrained.pt", "rounds/2/purified.pt"):
+        a, b = (torch.load(d / name, weights_only=True) for d in (whole, run))
+        a, b = a.get("model", a), b.get("model", b)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert json.loads((run / "report.json").read_text())["compressed"] == json.loads(
+        (whole / "report.json").read_text())["compressed"]  # fmt: skip
 
 
 def test_sigkill_mid_search_then_resume_ends_with_the_same_spec(smoke_run: Path, tmp_path: Path) -> None:

@@ -10,24 +10,34 @@ linear with all-zero input columns a ``GatherLinear``.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ac_toolchain.compact.modules import CompactConv2d, GatherLinear
 from ac_toolchain.graph import Graph, trace, weight_of
+from ac_toolchain.prune.schemes import Masks
 
 
-def removable_groups(graph: Graph) -> set[int]:
-    """Groups no consumer reads: every 'in' slice is zero (frozen groups never qualify)."""
+def removable_groups(graph: Graph, masks: Masks | None = None) -> set[int]:
+    """Groups no consumer reads: every 'in' slice is zero (frozen groups never qualify). Zero means zero
+    weights, or with ``masks`` zero masks (a consumer without a mask reads everything)."""
     gone = set()
     for gid, group in enumerate(graph.groups):
         ins = group.of("in")
         if group.frozen or not ins:
             continue
-        if all(weight_of(graph.module(p.module)).detach()[:, p.index].eq(0).all() for p in ins):
+        if all(_in_slice(graph, p.module, masks)[:, p.index].eq(0).all() for p in ins):
             gone.add(gid)
     return gone
+
+
+def _in_slice(graph: Graph, module: str, masks: Masks | None) -> torch.Tensor:
+    weight = weight_of(graph.module(module)).detach()
+    if masks is None:
+        return weight
+    return masks.get(f"{module}.weight", torch.ones_like(weight))
 
 
 def _no_empty_layers(graph: Graph, gone: set[int]) -> set[int]:
@@ -103,11 +113,13 @@ def _bn_layers(graph: Graph) -> dict[str, list[int]]:
     return {name: [m[i] for i in range(len(m))] for name, m in out.items()}
 
 
-def compact(model: nn.Module, example_inputs: torch.Tensor) -> nn.Module:
-    """A physically smaller deep copy of ``model`` (eval-mode outputs equal the masked model's)."""
-    model = copy.deepcopy(model)
-    graph = trace(model, example_inputs)
-    gone = _no_empty_layers(graph, removable_groups(graph))
+Index = dict[str, tuple[torch.Tensor | None, torch.Tensor | None]]  # tensor name -> kept (rows, cols); None: all
+
+
+def _remove_groups(model: nn.Module, graph: Graph, gone: set[int], columns: bool) -> Index:
+    """Slice every layer and BN of ``model`` (in place) to the channels of the groups not ``gone``; with
+    ``columns``, gather away zero GEMM columns too. Returns the kept indices of each sliced tensor."""
+    index: Index = {}
     for name in graph.layers:
         mod = graph.module(name)
         keep_in = _kept(graph.layer_in.get(name, []), gone) if name in graph.layer_in else None
@@ -119,13 +131,87 @@ def compact(model: nn.Module, example_inputs: torch.Tensor) -> nn.Module:
             new: nn.Module = _slice_conv(mod, keep_in, keep_out, depthwise)
         else:
             assert isinstance(mod, nn.Linear)
-            new = _slice_linear(mod, keep_in, keep_out)
-        _replace(model, name, _with_columns(new))
+            depthwise, new = False, _slice_linear(mod, keep_in, keep_out)
+        index[f"{name}.weight"] = (keep_out, None if depthwise else keep_in)
+        index[f"{name}.bias"] = (keep_out, None)
+        _replace(model, name, _with_columns(new) if columns else new)
     for name, ids in _bn_layers(graph).items():
         bn = model.get_submodule(name)
         assert isinstance(bn, nn.BatchNorm2d | nn.BatchNorm1d)
-        _replace(model, name, _slice_bn(bn, _kept(ids, gone)))
+        keep = _kept(ids, gone)
+        index.update({f"{name}.{t}": (keep, None) for t in ("weight", "bias", "running_mean", "running_var")})
+        _replace(model, name, _slice_bn(bn, keep))
+    return index
+
+
+def compact(model: nn.Module, example_inputs: torch.Tensor) -> nn.Module:
+    """A physically smaller deep copy of ``model`` (eval-mode outputs equal the masked model's)."""
+    model = copy.deepcopy(model)
+    graph = trace(model, example_inputs)
+    _remove_groups(model, graph, _no_empty_layers(graph, removable_groups(graph)), columns=True)
     return model
+
+
+@dataclass
+class Shrunk:
+    """A copy of a masked model with the filters and channels of its masked groups removed, for training: convs
+    stay plain, so pruned columns stay masked zeros. ``index`` maps each sliced parameter and buffer to its kept
+    (rows, cols) in the full model. Its outputs, and the gradients of its weights, equal the masked model's
+    (tests/compact/test_shrink.py); :meth:`expand_into` writes it back."""
+
+    model: nn.Module
+    index: Index
+
+    def cut(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Tensors of the full model (its masks, its state dict) cut to this model's shapes."""
+        return {name: _take(t, *self.index.get(name, (None, None))) for name, t in tensors.items()}
+
+    def expand_into(self, full: nn.Module) -> None:
+        """Write this model's parameters and buffers into ``full`` at their kept positions; removed positions
+        keep their values (zeros, under the masks)."""
+        target = full.state_dict()  # shares storage with full's tensors
+        with torch.no_grad():
+            for name, value in self.model.state_dict().items():
+                _put(target[name], *self.index.get(name, (None, None)), value)
+
+    def expand_masks(self, full: nn.Module, base: Masks, small: Masks) -> Masks:
+        """Masks of the full model: ``base`` with this model's masks ``small`` written at their kept positions."""
+        params = dict(full.named_parameters())
+        out = {name: m.clone() for name, m in base.items()}
+        for name, m in small.items():
+            target = out.setdefault(name, torch.ones_like(params[name], dtype=m.dtype))
+            _put(target, *self.index.get(name, (None, None)), m)
+        return out
+
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def shrink(model: nn.Module, example_inputs: torch.Tensor, masks: Masks) -> Shrunk:
+    """The :class:`Shrunk` copy of ``model`` (masks applied) without the groups ``masks`` zero for every
+    consumer; on the model's device, in its train / eval mode."""
+    small = copy.deepcopy(model)
+    device = next(model.parameters()).device
+    graph = trace(small, example_inputs.to(device))
+    index = _remove_groups(small, graph, _no_empty_layers(graph, removable_groups(graph, masks)), columns=False)
+    return Shrunk(small.to(device), index)
+
+
+def _take(t: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor | None) -> torch.Tensor:
+    t = t if rows is None else t.index_select(0, rows.to(t.device))
+    return t if cols is None else t.index_select(1, cols.to(t.device))
+
+
+def _put(t: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor | None, value: torch.Tensor) -> None:
+    value = value.to(t.device, t.dtype)
+    if rows is None and cols is None:
+        t.copy_(value)
+        return
+    r = torch.arange(t.shape[0]) if rows is None else rows
+    if cols is None:
+        t[r.to(t.device)] = value
+        return
+    t[r.to(t.device)[:, None], cols.to(t.device)[None, :]] = value
 
 
 def expand_columns(model: nn.Module) -> nn.Module:

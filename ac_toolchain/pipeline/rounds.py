@@ -18,6 +18,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
+from ac_toolchain.compact import Shrunk, shrink
 from ac_toolchain.config import CompressConfig, goal_flags, goals
 from ac_toolchain.context import Run, console, round_spec, train_stage
 from ac_toolchain.cost.analytic import called_modules
@@ -37,8 +38,8 @@ from ac_toolchain.pipeline.base import (
 )
 from ac_toolchain.plateau import Plateau
 from ac_toolchain.prune.admm import Admm, AdmmSettings
-from ac_toolchain.prune.purify import purify_dead, purify_redundant
-from ac_toolchain.prune.schemes import LayerPlan, apply_masks, project
+from ac_toolchain.prune.purify import RedundantReport, purify_dead, purify_redundant
+from ac_toolchain.prune.schemes import LayerPlan, Masks, apply_masks, project
 from ac_toolchain.prune.spec import load_spec, rates_and_schemes, spec_to_json
 from ac_toolchain.report.records import AdmmIteration, DenseTraining, DistillCost, SearchSummary
 from ac_toolchain.runs import (
@@ -212,13 +213,27 @@ class RoundStage(Stage):
     def products(self, run: Run) -> list[Path]:
         return [round_dir(run, self.r) / name for name in self.files]
 
-    def train(self, run: Run, state: State, settings: FitSettings, controllers: list[Controller]) -> None:
-        """:func:`train_stage` with the run's criterion; with distillation, the teacher's cost is written to
-        ``rounds/<r>/distill-<stage>.json`` (before the stage's products, so a done stage has it)."""
+    def train(self, run: Run, state: State, settings: FitSettings, controllers: list[Controller],
+              model: nn.Module | None = None) -> None:  # fmt: skip
+        """:func:`train_stage` of ``model`` (the state's by default) with the run's criterion; with distillation,
+        the teacher's cost is written to ``rounds/<r>/distill-<stage>.json`` (before the stage's products, so a
+        done stage has it)."""
         criterion = distiller(run, state)
-        epochs = train_stage(run, state.model, self.name, settings, controllers, criterion or cross_entropy)
+        model = state.model if model is None else model
+        epochs = train_stage(run, model, self.name, settings, controllers, criterion or cross_entropy)
         if criterion is not None:
             write_record(DistillCost(round(criterion.seconds, 3), epochs), self._distill_file(run))
+
+    def train_masked(self, run: Run, state: State, settings: FitSettings, masks: Masks) -> None:
+        """Masked training of the state's model; with ``prune.compact``, of its shrunk copy (the same training on
+        fewer weights, tests/compact/test_shrink.py), written back into it. A resumed stage shrinks the same
+        model with the same masks again, so its checkpoints fit."""
+        if not run.cfg.prune.compact:
+            self.train(run, state, settings, [MaskController(masks)])
+            return
+        small = shrunk(run, state.model, masks)
+        self.train(run, state, settings, [MaskController(small.cut(masks))], small.model)
+        small.expand_into(state.model)
 
     def restore_distill(self, run: Run, state: State) -> None:
         if self._distill_file(run).is_file():
@@ -226,6 +241,14 @@ class RoundStage(Stage):
 
     def _distill_file(self, run: Run) -> Path:
         return round_dir(run, self.r) / f"distill-{self.name}.json"
+
+
+def shrunk(run: Run, model: nn.Module, masks: Masks) -> Shrunk:
+    """The model (masks applied) with its pruned filters and channels removed, for training and purification."""
+    small = shrink(model, run.example, masks)
+    total = sum(p.numel() for p in model.parameters())
+    console.print(f"working on the compacted model: {small.params():,} of {total:,} parameters")
+    return small
 
 
 class RoundStart(RoundStage):
@@ -289,7 +312,8 @@ class SearchStage(RoundStage):
         space = _space(run, state, objective)
         knobs = ProxySettings.from_config(s, cfg.train, lr=cfg.prune.finetune_lr, seed=cfg.run.seed)
         proxy = Proxy(state.model, space.masks, run.splits.train, run.splits.val, run.device, knobs,
-                      criterion=distiller(run, state) or cross_entropy)  # fmt: skip
+                      criterion=distiller(run, state) or cross_entropy,
+                      example=run.example if cfg.prune.compact else None)  # fmt: skip
         settings = AnnealSettings.from_config(s, seed=cfg.run.seed + self.r)
         start = cfg.prune.scheme if cfg.prune.scheme in SEARCH_SCHEMES else DEFAULT_SCHEME
         annealer = Annealer(space, proxy, reduction, settings, [start] * len(space.units))
@@ -394,7 +418,7 @@ class Retrain(RoundStage):
         masks = safe_load(masks_file)["masks"]
         apply_masks(model, masks)
         p = run.cfg.prune
-        self.train(run, state, fit_settings(run, p.finetune_epochs, p.finetune_lr), [MaskController(masks)])
+        self.train_masked(run, state, fit_settings(run, p.finetune_epochs, p.finetune_lr), masks)
         atomic_save(model.state_dict(), self.products(run)[1])
         return self.restore(run, state)
 
@@ -413,26 +437,26 @@ class Purify(RoundStage):
     title, files, label = "purify-r{r}", ("purified.pt", "purified.json"), "Purify"
 
     def run(self, run: Run, state: State) -> State:
-        p = run.cfg.purify
         model = state.model.to(run.device)
         graph = model_graph(run, model)
         masks, dead = purify_dead(graph, state.masks or {})
         apply_masks(model, masks)
-        loader = make_loader(run.splits.train, run.cfg.train.batch_size, shuffle=True, seed=run.cfg.run.seed)
-
-        def recalibrate(m: nn.Module) -> None:
-            recalibrate_bn(m, loader, run.device, p.bn_batches)
-
-        val = make_loader(run.splits.val, 256, shuffle=False)  # the same images, in the same order, every call
-
-        def score(m: nn.Module) -> torch.Tensor:
-            return correct_per_image(m, val, run.device)
-
-        masks, redundant = purify_redundant(model, graph, masks, score, recalibrate, p.tolerance,
-                                            max_steps=p.max_steps, criterion=p.criterion)  # fmt: skip
+        masks, redundant = self._redundant(run, model, masks)
         atomic_save({"model": model.state_dict(), "masks": masks}, self.products(run)[0])
         write_record(Purification(dead, redundant), self.products(run)[1])
         return self.restore(run, state)
+
+    def _redundant(self, run: Run, model: nn.Module, masks: Masks) -> tuple[Masks, RedundantReport]:
+        """Redundant-structure removal; with ``prune.compact`` on the shrunk model (dead structure is gone
+        already, so it has the same candidates), written back."""
+        if not run.cfg.prune.compact:
+            return _remove_redundant(run, model, masks)
+        small = shrunk(run, model, masks)
+        kept, redundant = _remove_redundant(run, small.model, small.cut(masks))
+        small.expand_into(model)
+        masks = small.expand_masks(model, masks, kept)
+        apply_masks(model, masks)
+        return masks, redundant
 
     def restore(self, run: Run, state: State) -> State:
         saved = safe_load(self.products(run)[0])
@@ -442,3 +466,19 @@ class Purify(RoundStage):
         return state
 
 
+def _remove_redundant(run: Run, model: nn.Module, masks: Masks) -> tuple[Masks, RedundantReport]:
+    """:func:`purify_redundant` judged by ``purify.criterion`` on the validation split's per-image correctness,
+    with BN statistics re-estimated on ``purify.bn_batches`` training batches after each removal."""
+    p = run.cfg.purify
+    loader = make_loader(run.splits.train, run.cfg.train.batch_size, shuffle=True, seed=run.cfg.run.seed)
+
+    def recalibrate(m: nn.Module) -> None:
+        recalibrate_bn(m, loader, run.device, p.bn_batches)
+
+    val = make_loader(run.splits.val, 256, shuffle=False)  # the same images, in the same order, every call
+
+    def score(m: nn.Module) -> torch.Tensor:
+        return correct_per_image(m, val, run.device)
+
+    return purify_redundant(model, model_graph(run, model), masks, score, recalibrate, p.tolerance,
+                            max_steps=p.max_steps, criterion=p.criterion)  # fmt: skip

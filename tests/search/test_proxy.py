@@ -240,3 +240,15 @@ def test_fine_tune_uses_the_given_criterion(setup) -> None:
     proxy(_spec(space, 0.5))
     proxy(_spec(space, 0.6))
     assert calls == [8] * 6
+
+
+@pytest.mark.parametrize("steps", [0, 3])
+def test_a_shrunk_proposal_scores_as_the_masked_one(setup, steps: int) -> None:
+    net, space, train, val = setup
+    specs = [_spec(space, rate, scheme) for rate in (0.3, 0.6, 0.9) for scheme in ("filter", "filter+column")]
+    settings = ProxySettings(2, 8, 5, steps=steps)
+    masked = Proxy(net, space.masks, train, val, CPU, settings)
+    shrunk = Proxy(net, space.masks, train, val, CPU, settings, example=torch.randn(1, 3, 8, 8))
+    scores = [masked(s) for s in specs]
+    assert [shrunk(s) for s in specs] == scores
+    assert len(set(scores)) > 1  # the proposals differ, so equal scores say something
