@@ -112,3 +112,29 @@ def test_teacher_follows_the_students_device() -> None:
     loss, task = Distillation(teacher, 0.5, 4.0)(student(x), x, y)
     assert next(teacher.parameters()).device == meta and loss.device == meta and task.device == meta
     assert loss.shape == () and not teacher.training
+
+
+class Counting(nn.Module):
+    """A teacher that counts the images it ran on."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net, self.seen = net, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += len(x)
+        return self.net(x)
+
+
+def test_the_teacher_runs_once_per_image_and_cached_logits_are_its_logits() -> None:
+    teacher = Counting(freeze(_net(1)))
+    data = _data()
+    criterion = Distillation(teacher, 0.5, 2.0)
+    fit(_net(2), data, FitSettings(3, 0.05, 16), CPU, criterion=criterion)  # 3 epochs over 64 images, reshuffled
+    assert teacher.seen == criterion.images == 64
+    x = data.tensors[0][torch.randperm(64)[:20]]
+    with torch.no_grad():
+        assert torch.allclose(criterion.teacher_logits(x), teacher.net(x), atol=1e-6)
+    assert teacher.seen == 64  # the cached logits ran nothing
+    criterion.teacher_logits(x + 0.01)  # a changed (augmented) image is a new image
+    assert teacher.seen == criterion.images == 64 + 20
