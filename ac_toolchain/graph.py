@@ -13,8 +13,12 @@ times, so a linear's input features map back to channels. A union-find class is 
 *positions* are every weight slice that disappears with it (producer filter rows, BN entries, consumer input
 columns, linear input features).
 
-Elements that reach the model's input or output, a grouped (non-depthwise) conv, or an op the graph does not
-understand are *frozen*: their channels are kept whole. Unknown ops are therefore handled conservatively —
+A grouped conv (``1 < groups``, not depthwise) unites channel j of every group, on its input and on its
+filters, so pruning removes the same channels from every group and keeps ``groups``; its ``layer_in`` lists
+the group ids of one group's input channels (its weight's columns).
+
+Elements that reach the model's input or output, or an op the graph does not understand are *frozen*: their
+channels are kept whole. Unknown ops are therefore handled conservatively —
 never mis-pruned — and listed in ``Graph.frozen_reasons``.
 """
 
@@ -27,6 +31,7 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ac_toolchain.errors import ModelError
@@ -58,6 +63,16 @@ def weight_of(mod: nn.Module) -> torch.Tensor:
     return w
 
 
+def is_depthwise(mod: nn.Module) -> bool:
+    """A conv with one input and one output channel per group (``groups == in == out channels > 1``)."""
+    return isinstance(mod, nn.Conv2d) and mod.groups == mod.in_channels == mod.out_channels and mod.groups > 1
+
+
+def is_grouped(mod: nn.Module) -> bool:
+    """A grouped conv that is not depthwise: it keeps ``groups`` and shrinks the group width."""
+    return isinstance(mod, nn.Conv2d) and mod.groups > 1 and not is_depthwise(mod)
+
+
 @dataclass(frozen=True)
 class Position:
     """One weight slice that belongs to a channel: ``kind`` is out | in | bn | dw (depthwise filter)."""
@@ -85,7 +100,7 @@ class Graph:
     model: nn.Module
     groups: list[ChannelGroup]
     layer_out: dict[str, list[int]]  # layer -> group id of each output channel (filter)
-    layer_in: dict[str, list[int]]  # layer -> group id of each input channel / feature
+    layer_in: dict[str, list[int]]  # layer -> group id of each weight input column (channel / feature)
     shapes: dict[str, tuple[int, ...]]  # layer -> its output shape (for FLOPs)
     frozen_reasons: dict[str, str] = field(default_factory=dict)
 
@@ -211,18 +226,34 @@ class _Tracer:
         self.shapes[name] = self.shape(node) or ()
         if ins is None or len(ins) != mod.in_channels:
             return self.unknown(node, f"conv {name} with an untracked input")
-        depthwise = mod.groups == mod.in_channels == mod.out_channels and mod.groups > 1
-        if depthwise:
+        if is_depthwise(mod):
             for i, e in enumerate(ins):
                 self.positions[e].append(Position(name, "dw", i))
             self.layer_out[name] = self.layer_in[name] = ins
             return ins
-        if mod.groups > 1:
-            self.freeze(ins, f"{name}: grouped conv (groups={mod.groups}); its channels are kept")
-            out = self.fresh(node)
-            self.freeze(out, f"{name}: grouped conv (groups={mod.groups}); its channels are kept")
-            return out
+        if is_grouped(mod):
+            return self.grouped(node, name, mod.groups, ins)
         return self.weighted(node, name, ins)
+
+    def grouped(self, node: fx.Node, name: str, groups: int, ins: list[int]) -> Chans:
+        """A grouped conv keeps ``groups`` and shrinks the group width: channel j of every group is one
+        element (so the same channels go in every group), on the input side and on the filter side. Its
+        weight ``[F, C / groups, KH, KW]`` reads local input channel j in column j."""
+        width = len(ins) // groups
+        self.tie(ins, width)
+        for i, e in enumerate(ins):
+            self.positions[e].append(Position(name, "in", i % width))
+        out = self.fresh(node) or []
+        self.tie(out, len(out) // groups)
+        for f, e in enumerate(out):
+            self.positions[e].append(Position(name, "out", f))
+        self.layer_in[name], self.layer_out[name] = ins[:width], out
+        return out
+
+    def tie(self, ids: list[int], width: int) -> None:
+        """Unite element ``k * width + j`` with element ``j`` for every group k."""
+        for i in range(width, len(ids)):
+            self.uf.union(ids[i], ids[i % width])
 
     def linear(self, node: fx.Node, name: str, ins: Chans) -> Chans:
         self.shapes[name] = self.shape(node) or ()
@@ -336,6 +367,25 @@ class _Tracer:
         )
 
 
+def _propagate_shapes(gm: fx.GraphModule, example: tuple[torch.Tensor, ...]) -> None:
+    """Every node's output shape (``meta["tensor_meta"]``). On fake tensors, which compute shapes only (the
+    cost of a forward is otherwise most of tracing a large net); a forward fake tensors cannot run (one that
+    reads values) runs on the real example."""
+    if not _fake_shapes(gm, example):
+        with torch.no_grad():
+            ShapeProp(gm).propagate(*example)
+
+
+def _fake_shapes(gm: fx.GraphModule, example: tuple[torch.Tensor, ...]) -> bool:
+    prop = ShapeProp(gm)  # made outside the fake mode, which would otherwise copy the model into it
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            prop.propagate(*(mode.from_tensor(t) for t in example))
+    except Exception:
+        return False
+    return True
+
+
 def trace(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> Graph:
     """Trace ``model`` on ``example_inputs`` and return its dependency groups (model left unchanged)."""
     example = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
@@ -349,8 +399,7 @@ def trace(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tensor, .
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(*example)
+        _propagate_shapes(gm, example)
     finally:
         model.train(was_training)
     tracer = _Tracer(gm)

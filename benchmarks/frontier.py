@@ -127,30 +127,50 @@ def _lean_admm(cfg: CompressConfig) -> dict[str, Any]:
     return {**_lean(cfg), "prune.method": "admm", "prune.finetune_epochs": chain_epochs(cfg) - admm}
 
 
+def _oneshot_distill(cfg: CompressConfig) -> dict[str, Any]:
+    return {**_oneshot(cfg), "distill.enabled": True}
+
+
+def _search_filter(cfg: CompressConfig) -> dict[str, Any]:
+    """oneshot-distill with per-layer filter rates from the search, each proposal fine-tuned for
+    ``PROXY_STEPS`` masked steps on its compacted model before it is scored."""
+    return {**_oneshot_distill(cfg), "search.method": "anneal", "search.scheme_moves": False,
+            "search.proxy_steps": PROXY_STEPS}  # fmt: skip
+
+
+PROXY_STEPS = 32  # proxy fine-tune steps of the filter search (proxy_rank: ranks better at 32 than at 0 or 8)
+
 # name -> overrides of our chain (from the preset's resolved config), or None for a Torch-Pruning mode
 METHODS: dict[str, Overrides | None] = {
     "oneshot": _oneshot, "+rounds": _rounds, "+admm": _admm, "+purify": _purify, "uniform": _filter_column,
     "ours": _ours, "+distill": _distill, "+paired": _paired, "oneshot-fc": _oneshot_fc, "lean": _lean,
     "lean-uniform": _lean_uniform, "lean-no-distill": _lean_no_distill, "lean-no-purify": _lean_no_purify,
-    "lean+admm": _lean_admm, "tp-uniform": None, "tp-global": None,
+    "lean+admm": _lean_admm, "oneshot-distill": _oneshot_distill, "search-filter": _search_filter,
+    "tp-uniform": None, "tp-global": None,
 }  # fmt: skip
 LADDER = ("oneshot", "+rounds", "+admm", "+purify", "uniform", "ours")
 LADDER_NOTE = {"oneshot": "one-shot filters, uniform rate, all epochs fine-tuning", "+rounds": "+ the preset's rounds",
                "+admm": "+ ADMM in every round", "+purify": "+ purification",
                "uniform": "+ filter+column scheme", "ours": "+ the search (our chain)"}  # fmt: skip
-PLOTTED = ("oneshot", "ours", "+paired", "lean", "lean-uniform", "tp-global", "tp-uniform")  # the frontier plot's lines
+PLOTTED = ("oneshot", "ours", "+paired", "lean", "lean-uniform", "oneshot-distill", "search-filter", "tp-global",
+           "tp-uniform")  # the frontier plot's lines
 LEVERS = ("+distill", "+paired", "oneshot-fc", "lean", "lean-uniform")
 ABLATION = ("lean", "lean-uniform", "lean-no-distill", "lean-no-purify", "lean+admm")  # lean with one part changed
 LEVER_NOTE = {"+distill": "ours + distillation from the dense model", "+paired": "+distill + paired purification",
               "oneshot-fc": "oneshot with filter+column", "lean": "one round, one shot, filter+column, paired "
               "purification, the search, distillation", "lean-uniform": "lean at one uniform rate",
               "lean-no-distill": "lean without distillation", "lean-no-purify": "lean without purification",
-              "lean+admm": "lean with ADMM before hard pruning (same epochs)"}  # fmt: skip
+              "lean+admm": "lean with ADMM before hard pruning (same epochs)",
+              "oneshot-distill": "oneshot + distillation", "search-filter": "oneshot-distill with per-layer "
+              f"filter rates from the search ({PROXY_STEPS} proxy fine-tune steps per proposal)"}  # fmt: skip
 PAIRS = (("ours", "tp-global"), ("ours", "tp-uniform"), ("ours", "uniform"), ("oneshot", "tp-uniform"),
          ("+distill", "ours"), ("+paired", "+distill"), ("oneshot-fc", "oneshot"), ("lean", "oneshot-fc"),
          ("lean", "lean-uniform"), ("lean", "tp-global"), ("lean", "tp-uniform"), ("lean", "ours"),
          ("lean", "lean-no-distill"), ("lean", "lean-no-purify"), ("lean", "lean+admm"),
-         ("lean-uniform", "tp-global"), ("lean-uniform", "tp-uniform"), ("+paired", "tp-global"))  # fmt: skip
+         ("lean-uniform", "tp-global"), ("lean-uniform", "tp-uniform"), ("+paired", "tp-global"),
+         ("oneshot-distill", "oneshot"), ("oneshot-distill", "tp-global"), ("oneshot-distill", "tp-uniform"),
+         ("search-filter", "oneshot-distill"), ("search-filter", "tp-global"), ("search-filter", "tp-uniform"),
+         ("oneshot", "tp-global"))  # fmt: skip
 
 
 def _log(text: str) -> None:

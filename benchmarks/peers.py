@@ -361,7 +361,7 @@ def write(doc: dict[str, Any], results_dir: Path, name: str, render: Callable[[d
 # ----------------------------------------------------------------------------------------------- main
 
 
-def _parse_sets(items: list[str]) -> dict[str, Any]:
+def parse_sets(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
                     "-smoke)")  # fmt: skip
     args = ap.parse_args(argv)
     args.qemu_models = [m.strip() for m in args.qemu_models.split(",") if m.strip()]
-    methods, sets = _methods(args.methods), _parse_sets(args.set)
+    methods, sets = _methods(args.methods), parse_sets(args.set)
     results_dir = args.results_dir or (args.workdir if args.out.endswith("-smoke") else RESULTS)
     plans = []
     for item in args.plan:

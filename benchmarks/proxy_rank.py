@@ -37,6 +37,7 @@ from ac_toolchain.runs import load_state_dict
 from ac_toolchain.search.proxy import Proxy, ProxySettings
 from ac_toolchain.search.space import Space
 from ac_toolchain.train import pick_device
+from benchmarks.peers import parse_sets
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -60,7 +61,8 @@ def rescore(run_dir: Path, specs: list[dict[str, Any]], steps: int) -> tuple[lis
     load_state_dict(model, run_dir / "dense.pt")
     space = Space(trace(model, example), "params", called_modules(model, example))
     settings = ProxySettings.from_config(cfg.search, cfg.train, lr=cfg.prune.finetune_lr, seed=cfg.run.seed)
-    proxy = Proxy(model, space.masks, splits.train, splits.val, device, settings)
+    proxy = Proxy(model, space.masks, splits.train, splits.val, device, settings,
+                  example=example if cfg.prune.compact else None)  # fmt: skip
     scores = [proxy(parse_spec(spec, "search.jsonl")) for spec in specs]
     return scores, proxy.per_minute
 
@@ -79,16 +81,21 @@ def main() -> None:
     ap.add_argument("--proposals", type=int, default=8)
     ap.add_argument("--workdir", type=Path, default=Path("runs/proxy_rank"))
     ap.add_argument("--proxy-steps", default="0", help="comma list of search.proxy_steps to rank (default 0)")
+    ap.add_argument("--dense", type=Path, help="a trained dense model to start from (default: train one)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
     args = ap.parse_args()
     start = time.perf_counter()
-    search = _round(args.model, args.preset, {"search.params_x": args.params_x, "search.proxy_steps": 0}, args.workdir)
+    given = {**parse_sets(args.set), **({"model.checkpoint": str(args.dense)} if args.dense else {})}
+    first = {**given, "search.params_x": args.params_x, "search.proxy_steps": 0}
+    search = _round(args.model, args.preset, first, args.workdir)
     run_dir = Path(search["artifacts"]["report.json"]).parent
     lines = [json.loads(x) for x in (run_dir / "search.jsonl").read_text().splitlines()]
     rows = []
     for i, line in enumerate(_spread(lines, args.proposals)):
         spec = args.workdir / f"spec-{i}.json"
         spec.write_text(json.dumps(line["spec"], indent=2))
-        fixed = {"search.method": "uniform", "prune.rates": str(spec), "model.checkpoint": str(run_dir / "dense.pt")}
+        fixed = {**given, "search.method": "uniform", "prune.rates": str(spec),
+                 "model.checkpoint": str(run_dir / "dense.pt")}  # fmt: skip
         report = _round(args.model, args.preset, fixed, args.workdir)
         rows.append({"proxy": line["point"]["accuracy"], "final": report["compressed"]["accuracy"],
                      "ratio": report["ratios"]["params"], "index": line["index"]})  # fmt: skip
@@ -102,7 +109,8 @@ def main() -> None:
         settings.append({"proxy_steps": steps, "spearman": round(float(rho), 4), "p_value": round(float(p), 4),
                          "proposals_per_minute": round(per_minute, 1)})  # fmt: skip
         print(f"proxy_steps {steps}: Spearman {rho:.3f}, {per_minute:.1f} proposals / minute", flush=True)
-    result = {"model": args.model, "preset": args.preset, "params_x": args.params_x, "settings": settings,
+    result = {"model": args.model, "preset": args.preset, "params_x": args.params_x, "overrides": given,
+              "settings": settings,
               "dense_accuracy": search["dense"]["accuracy"], "rows": rows,
               "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
     _write(result, RESULTS / f"proxy_rank-{args.model}")
@@ -115,8 +123,9 @@ def _write(result: dict[str, Any], stem: Path) -> None:
     lines = [f"# Proxy vs final accuracy: {result['model']} at {result['params_x']}x params", "",
              f"{len(rows)} proposals of one search, each run through the whole round (final: test top-1); dense "
              f"{result['dense_accuracy']:.2%}. Each proxy setting scores the same proposals from the same dense "
-             "model (validation top-1).", "", "| search.proxy_steps | Spearman rho (p) | proposals / minute |",
-             "|---:|---:|---:|"]  # fmt: skip
+             "model (validation top-1).", "", f"Preset `{result['preset']}`, overrides: "
+             f"`{json.dumps(result.get('overrides', {}))}`.", "",
+             "| search.proxy_steps | Spearman rho (p) | proposals / minute |", "|---:|---:|---:|"]  # fmt: skip
     lines += [f"| {s['proxy_steps']} | {s['spearman']} ({s['p_value']}) | {s['proposals_per_minute']} |"
               for s in settings]  # fmt: skip
     lines += ["", "| proposal | final (test) | params ÷ | " + " | ".join(f"proxy, {s['proxy_steps']} steps"

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ac_toolchain.compact.modules import CompactConv2d, GatherLinear
-from ac_toolchain.graph import Graph, trace, weight_of
+from ac_toolchain.graph import Graph, is_depthwise, trace, weight_of
 from ac_toolchain.prune.schemes import Masks
 
 
@@ -57,11 +57,14 @@ def _kept(ids: list[int], gone: set[int]) -> torch.Tensor:
 
 
 def _slice_conv(conv: nn.Conv2d, keep_in: torch.Tensor, keep_out: torch.Tensor, depthwise: bool) -> nn.Conv2d:
+    """Kept filters and input columns of a conv. Depthwise: ``keep_in`` are its channels (one group each);
+    grouped: ``keep_in`` are the kept columns of its weight, the same in every group, which stay."""
     w = conv.weight.detach()[keep_out]
     w = w if depthwise else w[:, keep_in]
+    groups = len(keep_in) if depthwise else conv.groups
     new = nn.Conv2d(
-        len(keep_in), len(keep_out), conv.kernel_size, conv.stride, conv.padding, conv.dilation,  # type: ignore[arg-type]
-        groups=len(keep_in) if depthwise else 1, bias=conv.bias is not None, padding_mode=conv.padding_mode,
+        w.shape[1] * groups, len(keep_out), conv.kernel_size, conv.stride, conv.padding, conv.dilation,  # type: ignore[arg-type]
+        groups=groups, bias=conv.bias is not None, padding_mode=conv.padding_mode,
     )  # fmt: skip
     new.weight.data.copy_(w)
     if conv.bias is not None and new.bias is not None:
@@ -127,7 +130,7 @@ def _remove_groups(model: nn.Module, graph: Graph, gone: set[int], columns: bool
         if keep_in is None or keep_out is None:
             continue  # a frozen (untracked / grouped) layer keeps its shape
         if isinstance(mod, nn.Conv2d):
-            depthwise = mod.groups > 1
+            depthwise = is_depthwise(mod)
             new: nn.Module = _slice_conv(mod, keep_in, keep_out, depthwise)
         else:
             assert isinstance(mod, nn.Linear)

@@ -12,7 +12,8 @@ without building anything: no tracing, no compaction, no reading of weight value
    column of the kept channels (no gather), and so does this count; a conv with non-zero padding modes or
    string padding never gathers. Params ``rows * cols (+ rows)``, MACs ``rows * cols * H_out * W_out``.
 4. A depthwise conv keeps its live channels' filters (a single one left becomes a dense 1-channel conv,
-   which gathers like rule 3). Grouped convs and layers on untracked inputs count whole.
+   which gathers like rule 3). A grouped conv counts like rule 3 over its weight ``[F, C / groups, KH, KW]``
+   (the same columns kept in every group), without gathering. Layers on untracked inputs count whole.
 5. BatchNorm keeps its affine entries of live channels; any other module counts its parameters whole, when
    the forward calls it (``used_modules``; None counts every module).
 
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ac_toolchain.graph import Graph, weight_of
+from ac_toolchain.graph import Graph, is_depthwise, weight_of
 
 if TYPE_CHECKING:
     from ac_toolchain.cost.latency_model import LatencyModel
@@ -55,10 +56,6 @@ class Cost:
 def _tracked(graph: Graph) -> list[str]:
     """Layers the graph tracks channel by channel (the rest are kept whole)."""
     return [n for n in graph.layers if n in graph.layer_in and n in graph.layer_out]
-
-
-def _is_depthwise(mod: nn.Module) -> bool:
-    return isinstance(mod, nn.Conv2d) and mod.groups > 1  # tracked grouped convs are depthwise
 
 
 def _taps(graph: Graph, layer: str) -> int:
@@ -85,7 +82,7 @@ def _outside(ids: list[int], groups: Collection[int]) -> torch.Tensor:
 def _gathers(mod: nn.Module) -> bool:
     """Whether the compactor can gather columns of this (dense) layer."""
     if isinstance(mod, nn.Conv2d):
-        return mod.padding_mode == "zeros" and isinstance(mod.padding, tuple)
+        return mod.groups == 1 and mod.padding_mode == "zeros" and isinstance(mod.padding, tuple)
     return isinstance(mod, nn.Linear)
 
 
@@ -123,7 +120,7 @@ def _layer_cost(
     rows = sum(g not in gone for g in graph.layer_out[layer])
     gather = n_nonzero > 0 and _gathers(mod)
     bias = rows if getattr(mod, "bias", None) is not None else 0
-    if _is_depthwise(mod):  # one weight row per channel; a single channel left is a dense conv
+    if is_depthwise(mod):  # one weight row per channel; a single channel left is a dense conv
         cols = n_nonzero if gather and rows == 1 else n_all
         return Cost(cols + bias, cols * spatial, _time(latency, layer, None, cols * spatial))
     cols = n_nonzero if gather else n_all
@@ -174,7 +171,7 @@ def _plan_nonzero(graph: Graph, layer: str, dead: set[int], rows: list[int], kee
     """Columns a pruned model has non-zero in the filters ``rows``: kept, of a live channel, some filter live."""
     mod = graph.module(layer)
     cols = _outside(_column_groups(graph, layer), dead)
-    if _is_depthwise(mod):
+    if is_depthwise(mod):
         return cols  # each channel is its own filter
     if keep is not None:
         cols = cols & keep.to(torch.bool).cpu()
@@ -198,7 +195,7 @@ def structure_cost(
     modules it skips are not counted; None counts every module.
     """
     dead = set(dead)
-    dense = [n for n in _tracked(graph) if not _is_depthwise(graph.module(n))]
+    dense = [n for n in _tracked(graph) if not is_depthwise(graph.module(n))]
     read: dict[str, list[bool]] = {}
     for layer in dense:
         nonzero = _plan_nonzero(graph, layer, dead, graph.layer_out[layer], columns.get(layer))
@@ -237,12 +234,12 @@ def masks_cost(
     entries = {layer: _live_entries(graph, masks, layer) for layer in _tracked(graph)}
     read: dict[str, list[bool]] = {}
     for layer, live in entries.items():
-        if not _is_depthwise(graph.module(layer)):
+        if not is_depthwise(graph.module(layer)):
             read[layer] = live.any(dim=0).view(-1, _taps(graph, layer)).any(dim=1).tolist()
     gone = _keep_one_per_layer(graph, _unread(graph, read))
     nonzero_of = {}
     for layer, live in entries.items():
-        if _is_depthwise(graph.module(layer)):
+        if is_depthwise(graph.module(layer)):
             nonzero_of[layer] = live.reshape(-1)  # each channel is its own filter
         else:
             nonzero_of[layer] = live[_outside(graph.layer_out[layer], gone)].any(dim=0)
