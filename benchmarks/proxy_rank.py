@@ -94,7 +94,8 @@ def main() -> None:
     for i, line in enumerate(_spread(lines, args.proposals)):
         spec = args.workdir / f"spec-{i}.json"
         spec.write_text(json.dumps(line["spec"], indent=2))
-        fixed = {**given, "search.method": "uniform", "prune.rates": str(spec),
+        layerwise = {k: v for k, v in given.items() if k not in ("prune.rate", "prune.scheme")}  # the spec sets them
+        fixed = {**layerwise, "search.method": "uniform", "prune.rates": str(spec),
                  "model.checkpoint": str(run_dir / "dense.pt")}  # fmt: skip
         report = _round(args.model, args.preset, fixed, args.workdir)
         rows.append({"proxy": line["point"]["accuracy"], "final": report["compressed"]["accuracy"],

@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 from ac_toolchain.compact.modules import CompactConv2d, GatherLinear
-from ac_toolchain.graph import Graph, is_depthwise, trace, weight_of
+from ac_toolchain.graph import Graph, is_depthwise, one_thread, trace, weight_of
 from ac_toolchain.prune.schemes import Masks
 
 
+@one_thread()
 def removable_groups(graph: Graph, masks: Masks | None = None) -> set[int]:
     """Groups no consumer reads: every 'in' slice is zero (frozen groups never qualify). Zero means zero
     weights, or with ``masks`` zero masks (a consumer without a mask reads everything)."""
@@ -37,7 +38,8 @@ def _in_slice(graph: Graph, module: str, masks: Masks | None) -> torch.Tensor:
     weight = weight_of(graph.module(module)).detach()
     if masks is None:
         return weight
-    return masks.get(f"{module}.weight", torch.ones_like(weight))
+    mask = masks.get(f"{module}.weight")
+    return weight.new_ones(()).expand_as(weight) if mask is None else mask
 
 
 def _no_empty_layers(graph: Graph, gone: set[int]) -> set[int]:
@@ -119,6 +121,7 @@ def _bn_layers(graph: Graph) -> dict[str, list[int]]:
 Index = dict[str, tuple[torch.Tensor | None, torch.Tensor | None]]  # tensor name -> kept (rows, cols); None: all
 
 
+@one_thread()
 def _remove_groups(model: nn.Module, graph: Graph, gone: set[int], columns: bool) -> Index:
     """Slice every layer and BN of ``model`` (in place) to the channels of the groups not ``gone``; with
     ``columns``, gather away zero GEMM columns too. Returns the kept indices of each sliced tensor."""
@@ -147,6 +150,7 @@ def _remove_groups(model: nn.Module, graph: Graph, gone: set[int], columns: bool
     return index
 
 
+@one_thread()
 def compact(model: nn.Module, example_inputs: torch.Tensor) -> nn.Module:
     """A physically smaller deep copy of ``model`` (eval-mode outputs equal the masked model's)."""
     model = copy.deepcopy(model)
