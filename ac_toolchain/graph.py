@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import operator
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +45,10 @@ PASS_MODULES = (
     nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.GELU, nn.Sigmoid,
     nn.Tanh,
 )  # fmt: skip
+SAME_SHAPE_MODULES = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Dropout, nn.Identity, nn.Hardswish,
+    nn.Hardsigmoid, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh,
+)  # fmt: skip
 PASS_FUNCTIONS: set[Any] = {
     torch.relu, torch.sigmoid, torch.tanh, nn.functional.relu, nn.functional.relu6, nn.functional.silu,
     nn.functional.gelu, nn.functional.hardswish, nn.functional.hardsigmoid, nn.functional.sigmoid,
@@ -53,6 +59,18 @@ PASS_METHODS = {"relu", "relu_", "sigmoid", "tanh", "contiguous", "clone", "deta
 JOIN_FUNCTIONS: set[Any] = {operator.add, operator.iadd, operator.mul, operator.imul, operator.sub,
                             torch.add, torch.mul, torch.sub}  # fmt: skip
 JOIN_METHODS = {"add", "add_", "mul", "mul_", "sub"}
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread inside (a context manager and a decorator). Pruning's bookkeeping is
+    many small tensor ops; on a loaded machine their thread synchronisation costs far more than the work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def weight_of(mod: nn.Module) -> torch.Tensor:
@@ -376,8 +394,18 @@ def _propagate_shapes(gm: fx.GraphModule, example: tuple[torch.Tensor, ...]) -> 
             ShapeProp(gm).propagate(*example)
 
 
+class _FakeShapeProp(ShapeProp):
+    """ShapeProp that passes the input of a shape-preserving module through instead of running it (on fake
+    tensors a BatchNorm still runs its decomposition)."""
+
+    def call_module(self, target: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+        if isinstance(self.fetch_attr(str(target)), SAME_SHAPE_MODULES) and len(args) == 1 and not kwargs:
+            return args[0]
+        return super().call_module(target, args, kwargs)
+
+
 def _fake_shapes(gm: fx.GraphModule, example: tuple[torch.Tensor, ...]) -> bool:
-    prop = ShapeProp(gm)  # made outside the fake mode, which would otherwise copy the model into it
+    prop = _FakeShapeProp(gm)  # made outside the fake mode, which would otherwise copy the model into it
     try:
         with FakeTensorMode(allow_non_fake_inputs=True) as mode:
             prop.propagate(*(mode.from_tensor(t) for t in example))
@@ -386,6 +414,7 @@ def _fake_shapes(gm: fx.GraphModule, example: tuple[torch.Tensor, ...]) -> bool:
     return True
 
 
+@one_thread()
 def trace(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> Graph:
     """Trace ``model`` on ``example_inputs`` and return its dependency groups (model left unchanged)."""
     example = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)

@@ -20,6 +20,14 @@ layer reads more producers than it may keep channels.
 Filters and channels of layers coupled by a residual add or a mul form one dependency group; the first
 layer of a group in graph order sets the rate, later ones are reported as coupled.
 
+Grouped convs (``groups`` g > 1, not depthwise) keep ``groups`` and shrink the group width: channel j of every
+group is one dependency group (with its producers' filters and BN entries), so ``filter`` and ``channel`` rank
+and remove the same channels in every group. A grouped conv with filter groups of width b has n = b structures
+(fewer where other layers couple them further, e.g. through an add) and keeps ``g * max(1, round((1 - rate) * n))``
+filters; its input side likewise. ``column`` leaves grouped and depthwise convs alone (0 columns reported).
+A BatchNorm on a tensor that also feeds an add (a re-parameterisable block's identity branch) is in that
+tensor's groups and loses their channels with them.
+
 Scores are read from the model's weights, or from given tensors (``weights={layer: tensor}``): ADMM's Z-step
 projects ``W + U``, not the live weights, with this same function (:func:`project`). Keeping the k largest
 L2 norms is the exact Euclidean projection onto "at most k non-zero structures" of each layer for ``filter``,
@@ -38,7 +46,7 @@ import torch
 from torch import nn
 
 from ac_toolchain.errors import ConfigError, ModelError
-from ac_toolchain.graph import Graph, Position, trace, weight_of
+from ac_toolchain.graph import Graph, Position, one_thread, trace, weight_of
 from ac_toolchain.scheme_registry import CHANNEL, COLUMN, DEFAULT_SCHEME, FILTER, FILTER_COLUMN, SCHEMES
 
 Masks = dict[str, torch.Tensor]
@@ -253,6 +261,7 @@ def prunable_layers(graph: Graph) -> list[str]:
     return graph.layers
 
 
+@one_thread()
 def plan_graph(
     graph: Graph,
     rates: float | dict[str, float],
@@ -301,6 +310,7 @@ def _pruned_positions(plan: Plan) -> dict[tuple[str, str], list[int]]:
     return where
 
 
+@one_thread()
 def masks_of(plan: Plan) -> Masks:
     """0/1 masks (per parameter) that zero every position of every pruned group and every pruned column."""
     params = dict(plan.graph.model.named_parameters())
@@ -330,6 +340,7 @@ def project(
     return masks_of(plan), plan
 
 
+@one_thread()
 def apply_masks(model: nn.Module, masks: Masks) -> None:
     params = dict(model.named_parameters())
     with torch.no_grad():

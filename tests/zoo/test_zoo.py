@@ -14,7 +14,7 @@ from torch import fx, nn
 from ac_toolchain.errors import ModelError
 from ac_toolchain.zoo import MODELS, build_model, model_names, register_model
 
-ZOO = ["lenet5", "mobilenetv2", "resnet18", "resnet34", "resnet50", "vgg16"]
+ZOO = ["lenet5", "mobilenetv2", "resnet18", "resnet34", "resnet50", "resnext29", "vgg16"]
 
 
 def n_params(m: nn.Module) -> int:
@@ -34,6 +34,7 @@ def _build(name: str, classes: int, channels: int, size: int, **options: Any) ->
         ("resnet18", 10, 3, 32, 11_173_962),  # kuangliu CIFAR layout
         ("resnet34", 10, 3, 32, 21_282_122),
         ("resnet50", 10, 3, 32, 23_520_842),
+        ("resnext29", 10, 3, 32, 34_426_698),  # 8x64d: 34.4 M in Xie et al. 2017, table 7
         ("resnet18", 1000, 3, 224, 11_689_512),  # torchvision layout from here on
         ("resnet34", 1000, 3, 224, 21_797_672),
         ("resnet50", 1000, 3, 224, 25_557_032),
