@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time the verbs load on first
     from ac_toolchain.compress import compress
     from ac_toolchain.config import resolve as resolve_config
     from ac_toolchain.count import count
+    from ac_toolchain.coverage import explain
     from ac_toolchain.data import load_dataset
     from ac_toolchain.export import export_onnx
     from ac_toolchain.graph import trace
@@ -40,6 +41,7 @@ __version__ = "0.1.0"
 _VERBS = {
     "compress": "ac_toolchain.compress",
     "count": "ac_toolchain.count",
+    "explain": "ac_toolchain.coverage",
     "build_model": "ac_toolchain.zoo",
     "load_dataset": "ac_toolchain.data",
     "trace": "ac_toolchain.graph",
@@ -50,7 +52,8 @@ _VERBS = {
 }
 __all__ = [
     "ACError", "CheckpointError", "ConfigError", "DataError", "ModelError", "TargetError", "TrainingError",
-    "build_model", "compact", "compress", "count", "export_onnx", "load_dataset", "prune", "resolve_config", "trace",
+    "build_model", "compact", "compress", "count", "explain", "export_onnx", "load_dataset", "prune", "resolve_config",
+    "trace",
 ]  # fmt: skip
 
 

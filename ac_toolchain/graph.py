@@ -19,7 +19,8 @@ the group ids of one group's input channels (its weight's columns).
 
 Elements that reach the model's input or output, or an op the graph does not understand are *frozen*: their
 channels are kept whole. Unknown ops are therefore handled conservatively —
-never mis-pruned — and listed in ``Graph.frozen_reasons``.
+never mis-pruned — and listed in ``Graph.frozen_reasons``; each frozen group's ``reason`` says why in a few
+words (the coverage report, ``ac prune --explain``, shows it per layer).
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ class ChannelGroup:
 
     positions: list[Position]
     frozen: bool = False
+    reason: str | None = None  # why it is frozen, in a few words (the first reason met in graph order)
 
     def of(self, kind: str) -> list[Position]:
         return [p for p in self.positions if p.kind == kind]
@@ -168,7 +170,7 @@ class _Tracer:
         self.uf = _UnionFind()
         self.chans: dict[fx.Node, Chans] = {}
         self.positions: dict[int, list[Position]] = defaultdict(list)
-        self.frozen: set[int] = set()
+        self.frozen: dict[int, str] = {}  # element -> why it is kept whole (a short phrase)
         self.reasons: dict[str, str] = {}
         self.layer_out: dict[str, list[int]] = {}
         self.layer_in: dict[str, list[int]] = {}
@@ -183,9 +185,11 @@ class _Tracer:
         shape = self.shape(node)
         return self.uf.new(shape[1]) if shape is not None and len(shape) >= 2 else None
 
-    def freeze(self, ids: Chans, reason: str) -> None:
+    def freeze(self, ids: Chans, reason: str, short: str) -> None:
+        """Keep ``ids`` whole; ``reason`` goes to ``Graph.frozen_reasons``, ``short`` to each group's ``reason``."""
         if ids:
-            self.frozen.update(ids)
+            for e in ids:
+                self.frozen.setdefault(e, short)
             self.reasons.setdefault(reason.split(":")[0], reason)
 
     def tensor_args(self, node: fx.Node) -> list[fx.Node]:
@@ -196,10 +200,11 @@ class _Tracer:
 
     def unknown(self, node: fx.Node, what: str) -> Chans:
         """An op the graph does not understand: its inputs' and outputs' channels are kept whole."""
+        reason = f"{node.name}: {what} is not understood; its channels are kept"
         for a in self.tensor_args(node):
-            self.freeze(self.chans.get(a), f"{node.name}: {what} is not understood; its channels are kept")
+            self.freeze(self.chans.get(a), reason, f"consumed by an op the graph does not know ({what})")
         out = self.fresh(node)
-        self.freeze(out, f"{node.name}: {what} is not understood; its channels are kept")
+        self.freeze(out, reason, f"produced by an op the graph does not know ({what})")
         return out
 
     # ---- walk
@@ -210,11 +215,11 @@ class _Tracer:
     def visit(self, node: fx.Node) -> Chans:
         if node.op == "placeholder":
             out = self.fresh(node)
-            self.freeze(out, "input: the model's input channels are kept")
+            self.freeze(out, "input: the model's input channels are kept", "model input")
             return out
         if node.op == "output":
             for a in self.tensor_args(node):
-                self.freeze(self.chans.get(a), "output: the model's output channels are kept")
+                self.freeze(self.chans.get(a), "output: the model's output channels are kept", "model output")
             return None
         if node.op == "get_attr":
             return self.unknown(node, f"parameter access {node.target}")
@@ -238,7 +243,7 @@ class _Tracer:
             return self.flatten(node, src)
         if isinstance(mod, PASS_MODULES):
             return ins
-        return self.unknown(node, f"module {name} ({type(mod).__name__})")
+        return self.unknown(node, f"{type(mod).__name__} module {name}")
 
     def conv(self, node: fx.Node, name: str, mod: nn.Conv2d, ins: Chans) -> Chans:
         self.shapes[name] = self.shape(node) or ()
@@ -343,7 +348,8 @@ class _Tracer:
                 self.uf.union(a, b)
         for c in tracked:
             if len(c) != width:  # a [N, 1, ...] operand broadcast over channels: it cannot shrink
-                self.freeze(c, f"{node.name}: broadcast operand; its channel is kept")
+                reason = f"{node.name}: broadcast operand; its channel is kept"
+                self.freeze(c, reason, f"broadcast over channels at {node.name}")
         return full[0]
 
     def cat(self, node: fx.Node) -> Chans:
@@ -371,7 +377,8 @@ class _Tracer:
                 groups.append(ChannelGroup([]))
             g = groups[roots[root]]
             g.positions.extend(self.positions.get(e, []))
-            g.frozen = g.frozen or e in self.frozen
+            if e in self.frozen:
+                g.frozen, g.reason = True, g.reason or self.frozen[e]
         for g in groups:
             g.positions = list(dict.fromkeys(g.positions))
         gid = lambda ids: [roots[self.uf.find(e)] for e in ids]  # noqa: E731
