@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -15,8 +18,9 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
 
-from ac_toolchain import __version__
+from ac_toolchain import __version__, distributed
 from ac_toolchain import config as cfgmod
 from ac_toolchain.compile import TARGETS
 from ac_toolchain.errors import USER_ERRORS, CheckpointError, ConfigError
@@ -35,18 +39,62 @@ class UserError(click.ClickException):
 
 
 def handle_errors(fn: F) -> F:
-    """ACError or DeviceError -> one clear line on stderr and exit code 2; Ctrl-C keeps what the run already wrote."""
+    """ACError or DeviceError -> one clear line on stderr and exit code 2; Ctrl-C keeps what the run already wrote.
+    Under torchrun the error also goes to torchrun's error file, and only rank 0 prints it (``ac compress
+    --nproc-per-node N`` prints the first failure itself); the process group is left at the end."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as exc:
-            raise UserError(str(exc)) from None
+            raise _user_error(str(exc), exc) from None
         except KeyboardInterrupt:
             raise UserError("interrupted; everything written so far is kept (continue with --resume RUN_DIR)") from None
+        finally:
+            distributed.shutdown()
 
     return wrapper
+
+
+def _user_error(message: str, exc: Exception) -> click.ClickException:
+    """The error of one rank: recorded for torchrun; printed by rank 0 unless our launcher prints it."""
+    if not distributed.launched():
+        return UserError(message)
+    ErrorHandler().record_exception(exc)
+    quiet = not distributed.is_main() or os.environ.get(LAUNCHER_ENV) == "1"
+    return QuietUserError(message) if quiet else UserError(message)
+
+
+class QuietUserError(UserError):
+    def show(self, file: Any = None) -> None:
+        pass
+
+
+LAUNCHER_ENV = "AC_LAUNCHER"  # set by `ac compress --nproc-per-node N` for its workers
+
+
+def launch(nproc: int, args: list[str]) -> None:
+    """``ac compress ARGS`` on ``nproc`` local processes through torch.distributed.run (torchrun, standalone
+    rendezvous); the first failing rank's error is the one line printed, exit code 2."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser
+    from torch.distributed.run import run as torchrun
+
+    logging.getLogger("torch.distributed").setLevel(logging.CRITICAL)  # the failure is said once, below
+    os.environ[LAUNCHER_ENV] = "1"
+    argv = ["--standalone", "--nproc-per-node", str(nproc), "--module", "ac_toolchain", "compress", *args]
+    try:
+        torchrun(get_args_parser().parse_args(argv))
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        said = failure.message.get("message", "") if isinstance(failure.message, dict) else failure.message
+        message = re.sub(r"^\w+Error: ", "", str(said))
+        raise UserError(f"{message} (rank {rank})") from None
+    finally:
+        os.environ.pop(LAUNCHER_ENV, None)
 
 
 def _add_options(fn: F, keys: set[str] | None, aliases: dict[str, str]) -> F:
@@ -104,9 +152,12 @@ def main() -> None:
 @click.option("--preset", help="recipe preset (smoke, cpu, paper, ...); default: the recipe's default_preset")
 @click.option("--resume", "resume", type=click.Path(file_okay=False, path_type=Path),
               help="continue an interrupted run directory from its newest checkpoint")  # fmt: skip
+@click.option("--nproc-per-node", "nproc", type=click.IntRange(min=1),
+              help="run on N local processes (torchrun --standalone; docs/distributed.md): every training loop "
+              "data-parallel, rank 0 writes the run directory")  # fmt: skip
 @config_options
 @handle_errors
-def compress(model: str | None, preset: str | None, resume: Path | None, **kwargs: Any) -> None:
+def compress(model: str | None, preset: str | None, resume: Path | None, nproc: int | None, **kwargs: Any) -> None:
     """Compress MODEL (zoo name, recipe .toml, or file.py:Builder) and report the result.
 
     Trains (or loads with --dense) the dense model, then runs --search-rounds rounds toward the final
@@ -119,16 +170,31 @@ def compress(model: str | None, preset: str | None, resume: Path | None, **kwarg
     """
     from ac_toolchain.compress import compress as run_compress
 
+    console.quiet = not distributed.is_main()  # under torchrun rank 0 alone prints
     if resume is not None:
         if model or preset or overrides_from(kwargs):
             raise ConfigError("--resume continues a run with its saved config.toml; give no MODEL, preset or flags")
         if not (resume / "config.toml").is_file():
             raise CheckpointError(f"{resume} is not a run directory (no config.toml); pass the folder under runs/")
-        run_compress(cfgmod.load(resume / "config.toml"), run_dir=resume)
+        cfg = cfgmod.load(resume / "config.toml")
+        if nproc and not distributed.launched():
+            return launch(nproc, ["--resume", str(resume)])
+        run_compress(cfg, run_dir=resume)
         return
     if model is None:
         raise ConfigError("give a MODEL (e.g. `ac compress resnet18`) or --resume RUN_DIR")
-    run_compress(resolve(model, preset, kwargs))
+    cfg = resolve(model, preset, kwargs)  # a bad flag stops here, before any process starts
+    if nproc and not distributed.launched():
+        return _launch_config(nproc, cfg)
+    run_compress(cfg)
+
+
+def _launch_config(nproc: int, cfg: cfgmod.CompressConfig) -> None:
+    """The resolved config goes to the workers as a recipe file (config.toml re-runs the same job)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.toml"
+        cfgmod.save(cfg, path)
+        launch(nproc, [str(path)])
 
 
 @main.command(epilog="Example:  ac train lenet5 --train-epochs 5")
@@ -232,12 +298,14 @@ PRUNE_ALIASES = {"prune.rate": "--rate", "prune.scheme": "--scheme", "prune.meth
 
 @main.command(epilog="Examples:\n\n  ac prune resnet18 --rate 0.8 --scheme filter+column --out pruned.pt"
               "\n\n  ac prune runs/resnet18-x86-20261124-101500/dense.pt --rate 0.5"
-              "\n\n  ac prune runs/lenet5-x86-20261124-101500/dense.pt --method admm --rate 0.9")  # fmt: skip
+              "\n\n  ac prune runs/lenet5-x86-20261124-101500/dense.pt --method admm --rate 0.9"
+              "\n\n  ac prune resnet18 --explain")  # fmt: skip
 @click.argument("model_or_checkpoint")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="where to save the pruned state dict")
+@click.option("--explain", is_flag=True, help="prune nothing: list what each scheme can prune per layer, and why not")
 @some_config_options("model", "prune", *ROUND_KEYS, "run.device", "run.seed", "run.runs_dir", aliases=PRUNE_ALIASES)
 @handle_errors
-def prune(model_or_checkpoint: str, out: Path | None, **kwargs: Any) -> None:
+def prune(model_or_checkpoint: str, out: Path | None, explain: bool, **kwargs: Any) -> None:
     """Structured pruning of every conv and linear layer (or per --rates FILE); saves the masked state dict.
 
     --method oneshot (the default here) projects the weights at once (L2 norm, exact kept counts): no data,
@@ -245,6 +313,12 @@ def prune(model_or_checkpoint: str, out: Path | None, **kwargs: Any) -> None:
     prune + masked retraining, purification (the ADMM / purify / train flags apply then), in a new run
     directory."""
     overrides = overrides_from(kwargs)
+    if explain:
+        unused = ([] if out is None else ["--out"]) + sorted(
+            f"the option setting {k}" for k in overrides if k.split(".")[0] not in ("model", "run"))  # fmt: skip
+        if unused:
+            raise click.UsageError(f"--explain prunes and saves nothing: drop {', '.join(unused)}")
+        return _explain(model_or_checkpoint, overrides)
     overrides.setdefault("prune.method", "oneshot")
     if overrides["prune.method"] == "oneshot":
         extra = sorted(k for k in overrides if k.split(".")[0] in ("admm", "purify", "distill", "train", "data")
@@ -276,6 +350,18 @@ def _prune_oneshot(model_or_checkpoint: str, out: Path | None, overrides: dict[s
     if out is not None:
         atomic_save(model.state_dict(), out)
         console.print(f"pruned state dict: {out}")
+
+
+def _explain(model_or_checkpoint: str, overrides: dict[str, Any]) -> None:
+    """``ac prune --explain``: the coverage report (ac_toolchain/coverage.py), nothing pruned."""
+    import torch
+
+    from ac_toolchain.coverage import coverage_table, explain
+
+    model, cfg = _model_and_config(model_or_checkpoint, overrides)
+    rows = explain(model, torch.randn(*cfg.model.input_shape))
+    shape = "x".join(map(str, cfg.model.input_shape))
+    console.print(coverage_table(rows, title=f"{cfg.model.arch} {shape}: what each scheme can prune"))
 
 
 def _print_plan(plan: Any, title: str) -> None:

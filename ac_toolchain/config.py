@@ -158,6 +158,8 @@ class RunConfig:
     runs_dir: str = _opt("runs", "folder that holds run directories", flag="--runs-dir")
     bench: str = _opt("auto", "bench device after compiling: auto (the target's own, as `ac targets` lists), none, "
                       "host, qemu-arm64, callgrind, adb:<serial>", flag="--bench")  # fmt: skip
+    dist_timeout: float = _opt(1800.0, "under torchrun: seconds a rank waits for the others at a collective before the "
+                          "run stops with an error naming the stage", flag="--dist-timeout", min=1.0)  # fmt: skip
 
 
 @dataclass

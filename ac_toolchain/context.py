@@ -10,7 +10,7 @@ rates file, a reduction goal the model cannot reach.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ from rich.console import Console
 from torch import nn
 
 from ac_toolchain import config as cfgmod
+from ac_toolchain import distributed
 from ac_toolchain.config import CompressConfig
 from ac_toolchain.cost.analytic import called_modules
 from ac_toolchain.cost.latency_model import conv_geometries
@@ -35,6 +36,12 @@ from ac_toolchain.train import Controller, Criterion, FitSettings, cross_entropy
 from ac_toolchain.zoo import build_model
 
 console = Console(stderr=True)
+
+
+def quiet_unless_main() -> None:
+    """Under torchrun only rank 0 prints (this console and the CLI's)."""
+    if not distributed.is_main():
+        console.quiet = True
 
 
 @dataclass
@@ -141,13 +148,38 @@ def open_run(cfg: CompressConfig, run_dir: Path | None = None, checks: tuple[Any
     check_model(cfg, splits.num_classes)
     for check in after_model:
         check(cfg)
-    device = pick_device(cfg.run.device)
+    device = distributed.init(pick_device(cfg.run.device), cfg.run.dist_timeout)
+    quiet_unless_main()
+    check_batch(cfg)
     if run_dir is None:
-        run_dir = new_run_dir(cfg.run.runs_dir, cfg.model.arch, cfg.run.target)
-        cfgmod.save(cfg, run_dir / "config.toml")
+        run_dir = distributed.broadcast(_new_run(cfg) if distributed.is_main() else Path())  # rank 0 makes it
     console.print(f"run directory: [bold]{run_dir}[/]")
     seed_everything(cfg.run.seed)
     return Run(cfg, run_dir, device, splits, platform)
+
+
+def _new_run(cfg: CompressConfig) -> Path:
+    run_dir = new_run_dir(cfg.run.runs_dir, cfg.model.arch, cfg.run.target)
+    cfgmod.save(cfg, run_dir / "config.toml")
+    return run_dir
+
+
+def check_batch(cfg: CompressConfig) -> None:
+    """Under torchrun ``train.batch_size`` is the global batch, split evenly over the ranks."""
+    ranks = distributed.world()
+    if cfg.train.batch_size % ranks:
+        raise ConfigError(f"train.batch_size = {cfg.train.batch_size} is the global batch under torchrun: it must "
+                          f"divide by the {ranks} ranks (--train-batch-size)")  # fmt: skip
+
+
+def checkpoint_writer(run_dir: Path, stage: str) -> Callable[[int, dict[str, Any]], None]:
+    """fit's ``on_epoch_end``: the stage's checkpoint, written by rank 0 alone."""
+
+    def checkpoint(epoch: int, state: dict[str, Any]) -> None:
+        if distributed.is_main():
+            save_checkpoint(run_dir, stage, epoch, state)
+
+    return checkpoint
 
 
 def train_stage(run: Run, model: nn.Module, stage: str, settings: FitSettings,
@@ -158,9 +190,7 @@ def train_stage(run: Run, model: nn.Module, stage: str, settings: FitSettings,
     if resume is not None:
         console.print(f"resuming {stage} after epoch {resume['epoch']}")
 
-    def checkpoint(epoch: int, state: dict[str, Any]) -> None:
-        save_checkpoint(run.dir, stage, epoch, state)
-
     losses = fit(model, run.splits.train, settings, run.device, seed=run.cfg.run.seed, controllers=controllers,
-                 resume=resume, on_epoch_end=checkpoint, label=stage, criterion=criterion)  # fmt: skip
+                 resume=resume, on_epoch_end=checkpoint_writer(run.dir, stage), label=stage,
+                 criterion=criterion)  # fmt: skip
     return len(losses)

@@ -11,7 +11,7 @@ exactly zero through momentum and weight decay, and their momentum buffers stay 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from ac_toolchain import distributed
 from ac_toolchain.config import TrainConfig
 from ac_toolchain.errors import ConfigError
 from ac_toolchain.prune.schemes import Masks, apply_masks
@@ -139,10 +140,68 @@ def make_loader(ds: Dataset[Any], batch_size: int, shuffle: bool, seed: int = 0)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen)
 
 
+class _Indices(Dataset[int]):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class RankBatches(Sampler[list[int]]):
+    """This rank's share (images ``rank, rank + ranks, ...``) of every batch the single process draws in epoch
+    ``set_epoch(e)``: the same seeded loader, replayed over indices, so the ranks together train on the single
+    process's batches. A last batch smaller than the ranks is dropped (no rank may get an empty share)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int, ranks: int) -> None:
+        self.n, self.batch_size, self.seed, self.rank, self.ranks = n, batch_size, seed, rank, ranks
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in make_loader(_Indices(self.n), self.batch_size, shuffle=True, seed=self.seed + self.epoch):
+            if len(batch) >= self.ranks:
+                yield batch[self.rank :: self.ranks].tolist()
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n, self.batch_size)
+        return full + int(rest >= self.ranks)
+
+    def weight(self, size: int, index: int) -> float:
+        """The factor on this rank's mean loss of batch ``index`` (``size`` images) that makes DDP's average of
+        the ranks' gradients the gradient of the global batch's mean loss (1 when the shares are equal)."""
+        total = min(self.batch_size, self.n - index * self.batch_size)
+        return self.ranks * size / total
+
+
+def train_loader(ds: Dataset[Any], batch_size: int, seed: int, epoch: int) -> DataLoader[Any]:
+    """The epoch's shuffled loader, seeded ``seed + epoch``; under torchrun this rank's share of each of its
+    batches (:class:`RankBatches`)."""
+    if not distributed.active():
+        return make_loader(ds, batch_size, shuffle=True, seed=seed + epoch)
+    batches = RankBatches(len(ds), batch_size, seed, distributed.rank(), distributed.world())  # type: ignore[arg-type]
+    batches.set_epoch(epoch)
+    return DataLoader(ds, batch_sampler=batches)
+
+
+def shard(loader: DataLoader[Any]) -> DataLoader[Any]:
+    """Under torchrun: this rank's images ``rank, rank + ranks, ...`` of an evaluation loader, same batch size."""
+    if not distributed.active():
+        return loader
+    ds: Any = loader.dataset
+    return DataLoader(Subset(ds, range(distributed.rank(), len(ds), distributed.world())),
+                      batch_size=loader.batch_size)  # fmt: skip
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=True,
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=True, disable=not distributed.is_main(),
     )  # fmt: skip
 
 
@@ -154,20 +213,25 @@ def _batches(loader: DataLoader[Any], max_batches: int) -> Iterable[tuple[torch.
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
-               controllers: list[Controller], criterion: Criterion = cross_entropy) -> float:  # fmt: skip
+               controllers: list[Controller], criterion: Criterion = cross_entropy,
+               weight: float = 1.0) -> float:  # fmt: skip
     """One optimiser step; returns the criterion's task loss (cross-entropy to the labels, without the
-    distillation term or the controllers' terms)."""
+    distillation term or the controllers' terms). ``model`` may be wrapped in DistributedDataParallel: it runs the
+    forward pass, the controllers see the model inside; ``weight`` scales the criterion's loss (a rank's share
+    of an uneven batch, :meth:`RankBatches.weight`)."""
     loss, task = criterion(model(x), x, y)
+    loss = loss * weight if weight != 1.0 else loss
+    inner = distributed.unwrap(model)
     for c in controllers:
-        extra = c.extra_loss(model)
+        extra = c.extra_loss(inner)
         loss = loss + extra if extra is not None else loss
     opt.zero_grad(set_to_none=True)
     loss.backward()
     for c in controllers:
-        c.before_step(model)
+        c.before_step(inner)
     opt.step()
     for c in controllers:
-        c.after_step(model)
+        c.after_step(inner)
     return float(task.item())
 
 
@@ -182,18 +246,23 @@ def train_one_epoch(
     n = min(len(loader), max_batches) if max_batches else len(loader)
     with _progress() as bar:
         task = bar.add_task(label, total=n, info="")
-        for x, y in _batches(loader, max_batches):
+        shares = loader.batch_sampler if isinstance(loader.batch_sampler, RankBatches) else None
+        for i, (x, y) in enumerate(_batches(loader, max_batches)):
+            weight = shares.weight(len(y), i) if shares is not None else 1.0
             x, y = x.to(device), y.to(device)
-            loss = train_step(model, x, y, opt, controllers or [], criterion)
+            loss = train_step(model, x, y, opt, controllers or [], criterion, weight)
             total, seen = total + loss * len(y), seen + len(y)
             bar.update(task, advance=1, info=f"loss {total / seen:.3f}")
-    return total / max(seen, 1)
+    summed, images = distributed.sum_all(total, seen)  # every rank logs the mean over all ranks' images
+    return summed / max(images, 1)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader[Any], device: torch.device, label: str = "eval") -> float:
-    """Top-1 accuracy in [0, 1] over the whole loader (eval mode)."""
+    """Top-1 accuracy in [0, 1] over the whole loader (eval mode); under torchrun each rank scores its share
+    (:func:`shard`) and the counts are summed, so every rank returns the same accuracy."""
     model.eval()
+    loader = shard(loader)
     correct, seen = 0, 0
     with _progress() if label else nullcontext() as bar, torch.no_grad():
         task = bar.add_task(label, total=len(loader), info="") if bar else None
@@ -202,7 +271,8 @@ def evaluate(model: nn.Module, loader: DataLoader[Any], device: torch.device, la
             correct, seen = correct + int((pred == y).sum()), seen + len(y)
             if bar is not None and task is not None:
                 bar.update(task, advance=1, info=f"top-1 {correct / seen:.2%}")
-    return correct / max(seen, 1)
+    right, images = distributed.sum_all(correct, seen)
+    return right / max(images, 1)
 
 
 @torch.no_grad()
@@ -210,8 +280,15 @@ def correct_per_image(model: nn.Module, loader: DataLoader[Any], device: torch.d
     """[N] bool in the loader's order: which images the model's top-1 gets right (eval mode, quiet). Two models
     scored on the same unshuffled loader can be compared image by image (``purify.criterion = paired``)."""
     model.eval()
-    hits = [model(x.to(device)).argmax(dim=1).cpu() == y for x, y in loader]
-    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+    hits = [model(x.to(device)).argmax(dim=1).cpu() == y for x, y in shard(loader)]
+    mine = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+    if not distributed.active():
+        return mine
+    parts = distributed.gather(mine)  # rank r scored images r, r + ranks, ...: interleave them back
+    out = torch.zeros(sum(len(p) for p in parts), dtype=torch.bool)
+    for r, part in enumerate(parts):
+        out[r :: len(parts)] = part
+    return out
 
 
 def make_optimizer(model: nn.Module, s: FitSettings) -> tuple[torch.optim.Optimizer, Any]:
@@ -245,13 +322,15 @@ def fit(
         start = int(resume["epoch"])
     for c in hooks:
         c.after_step(model)  # masks hold from the first step on
+    net = distributed.wrap(model, device)  # under torchrun: gradients averaged over the ranks
     losses = []
     for epoch in range(start + 1, s.epochs + 1):
         if any(c.stop() for c in hooks):  # checked first: a resumed training may already be done
             break
-        loader = make_loader(train_ds, s.batch_size, shuffle=True, seed=seed + epoch)
+        loader = train_loader(train_ds, s.batch_size, seed, epoch)
         tag = f"{label} {epoch}/{s.epochs}"
-        losses.append(train_one_epoch(model, loader, opt, device, hooks, s.max_batches, tag, criterion))
+        losses.append(train_one_epoch(net, loader, opt, device, hooks, s.max_batches, tag, criterion))
+        distributed.broadcast_buffers(model)  # every rank ends the epoch with rank 0's BatchNorm statistics
         sched.step()
         for c in hooks:
             c.end_epoch(epoch, model, losses[-1])

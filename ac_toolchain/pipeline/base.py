@@ -8,11 +8,14 @@ training stage continues from its newest checkpoint (``checkpoints/<stage>-<epoc
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
+from ac_toolchain import distributed, runs
 from ac_toolchain.context import Run
 from ac_toolchain.graph import Graph, trace
 from ac_toolchain.prune.purify import DeadReport, RedundantReport
@@ -59,10 +62,14 @@ class State:
 
 
 class Stage:
-    """A step of the pipeline. ``label`` is its name in the pipeline diagram (docs/architecture.md)."""
+    """A step of the pipeline. ``label`` is its name in the pipeline diagram (docs/architecture.md).
+
+    Under torchrun every rank runs a ``parallel`` stage (rank 0 alone writes its products); rank 0 alone runs
+    the others (measuring, export, compile, bench, report)."""
 
     name = "stage"
     label = "Stage"
+    parallel = True
 
     def products(self, run: Run) -> list[Path]:
         return []
@@ -77,14 +84,55 @@ class Stage:
     def restore(self, run: Run, state: State) -> State:
         return state
 
+    def finish(self, run: Run, state: State) -> State:
+        """The end of :meth:`run`: once rank 0 has written the products, every rank restores from them."""
+        distributed.barrier(self.name)
+        return self.restore(run, state)
+
 
 def run_stages(run: Run, stages: list[Stage], state: State) -> State:
-    """Run each stage, or restore it from its products when it is done (resume)."""
-    for stage in stages:
+    """Run each stage, or restore it from its products when it is done (resume).
+
+    Under torchrun rank 0 decides what is done; a stage only rank 0 runs is restored from its products by the
+    others after a barrier, and once no parallel stage is left they wait for rank 0's report."""
+    last = max((i for i, s in enumerate(stages) if s.parallel), default=-1)
+    for i, stage in enumerate(stages):
+        if i > last and not distributed.is_main():
+            break
         with run.stage(stage.name):
-            state = stage.restore(run, state) if stage.done(run) else stage.run(run, state)
+            state = _step(run, stage, state, solo=i > last)
             state.model.to(run.device)
+    if last < len(stages) - 1 and distributed.active():
+        state.report = distributed.broadcast(state.report)
     return state
+
+
+def _step(run: Run, stage: Stage, state: State, solo: bool) -> State:
+    """One stage on this rank; ``solo``: only rank 0 is left."""
+    done = stage.done(run) if solo else distributed.broadcast(stage.done(run))
+    if stage.parallel or distributed.is_main():
+        with distributed.alone() if not stage.parallel else nullcontext():
+            state = stage.restore(run, state) if done else stage.run(run, state)
+    if not stage.parallel and not solo:  # the others wait for rank 0's products, then read them
+        distributed.barrier(stage.name)
+        state = stage.restore(run, state) if not distributed.is_main() else state
+    return state
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """:func:`runs.atomic_save` on rank 0 (the one writer); the other ranks write nothing."""
+    if distributed.is_main():
+        runs.atomic_save(obj, path)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    if distributed.is_main():
+        runs.atomic_write_text(text, path)
+
+
+def write_record(record: Any, path: Path) -> None:
+    if distributed.is_main():
+        runs.write_record(record, path)
 
 
 def round_dir(run: Run, r: int) -> Path:

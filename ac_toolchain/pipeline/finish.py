@@ -27,7 +27,7 @@ from ac_toolchain.errors import CheckpointError
 from ac_toolchain.export import check_with_onnxruntime, export_onnx
 from ac_toolchain.graph import trace
 from ac_toolchain.latency_tables import read_model
-from ac_toolchain.pipeline.base import Stage, State
+from ac_toolchain.pipeline.base import Stage, State, atomic_save, write_record
 from ac_toolchain.pipeline.rounds import latency_path
 from ac_toolchain.report.records import (
     BenchEntry,
@@ -42,7 +42,7 @@ from ac_toolchain.report.records import (
     read_report,
 )
 from ac_toolchain.report.render import write_report
-from ac_toolchain.runs import atomic_save, load_state_dict, read_record, safe_name, write_record
+from ac_toolchain.runs import load_state_dict, read_record, safe_name
 from ac_toolchain.train import evaluate, make_loader
 
 R = TypeVar("R")
@@ -84,7 +84,7 @@ class EvaluateDense(RecordStage):
 
     def run(self, run: Run, state: State) -> State:
         self.save(run, measure(run, state.model, "dense"))
-        return self.restore(run, state)
+        return self.finish(run, state)
 
     def restore(self, run: Run, state: State) -> State:
         state.found.dense = self.load(run, Measurement)
@@ -105,7 +105,7 @@ class EvaluateCompressed(RecordStage):
             prediction = predict_latency(run, state.model)
             write_record(prediction, self._latency(run))
         self.save(run, measure(run, state.model, "compressed"))  # the record last: the stage is done
-        return self.restore(run, state)
+        return self.finish(run, state)
 
     def _latency(self, run: Run) -> Path:
         return run.dir / "records" / "latency-prediction.json"
@@ -147,6 +147,7 @@ class Compact(CheckStage):
     """Filters and channels removed physically, column-pruned convs gathered; checked against the masked model."""
 
     name, label, file, found = "compact", "Compact", "compact", "compact_max_abs_diff"
+    parallel = False  # rank 0 alone
 
     def run(self, run: Run, state: State) -> State:
         state.compact = small = compact_model(run, state.model)
@@ -154,7 +155,7 @@ class Compact(CheckStage):
             diff = float((small(run.example) - state.model.cpu().eval()(run.example)).abs().max())
         state.model.to(run.device)
         self.save(run, EquivalenceCheck(diff))
-        return self.restore(run, state)
+        return self.finish(run, state)
 
 
 def compact_model(run: Run, model: nn.Module) -> nn.Module:
@@ -169,6 +170,7 @@ class Export(CheckStage):
     imports: column-pruned convs as zero columns) and dense.onnx (what ``ac bench`` compares with)."""
 
     name, label, file, found = "export onnx", "Export", "export", "onnx_max_abs_diff"
+    parallel = False  # rank 0 alone
 
     def outputs(self, run: Run) -> list[Path]:
         return [run.dir / "dense.onnx", run.dir / "model.onnx", run.dir / TVM_ONNX]
@@ -184,7 +186,7 @@ class Export(CheckStage):
         export_onnx(dense.eval(), run.example, run.dir / "dense.onnx")
         state.model.to(run.device)
         self.save(run, EquivalenceCheck(diff))
-        return self.restore(run, state)
+        return self.finish(run, state)
 
 
 
@@ -193,6 +195,7 @@ class Compile(RecordStage):
     torch where the platform runs its artifacts on this machine."""
 
     name, label, file = "compile", "Compile", "compile"
+    parallel = False  # rank 0 alone
 
     def outputs(self, run: Run) -> list[Path]:
         return [run.dir / run.platform.target.name / "manifest.json"]
@@ -212,7 +215,7 @@ class Compile(RecordStage):
             state.model.to(run.device)
             record.max_abs_diff = float(abs(got - want).max())
         self.save(run, record)
-        return self.restore(run, state)
+        return self.finish(run, state)
 
     def restore(self, run: Run, state: State) -> State:
         state.found.compile = self.load(run, CompileRecord)
@@ -232,6 +235,7 @@ class Bench(RecordStage):
     """Dense vs compressed on the platform's bench device (``ac bench`` with quick settings)."""
 
     name, label = "bench", "Bench"
+    parallel = False  # rank 0 alone
 
     def __init__(self, device: str) -> None:
         self.device, self.file, self.name = device, f"bench-{safe_name(device)}", f"bench on {device}"
@@ -242,7 +246,7 @@ class Bench(RecordStage):
         self.save(run, report_entry(run.dir, result))
         console.print(f"speed-up dense → compressed on {self.device}: [bold]{result['speedup']}×[/] "
                       f"({result['metric']})")  # fmt: skip
-        return self.restore(run, state)
+        return self.finish(run, state)
 
     def restore(self, run: Run, state: State) -> State:
         state.found.bench[self.device] = self.load(run, BenchEntry)
@@ -253,6 +257,7 @@ class ReportStage(Stage):
     """report.json (the typed :class:`~ac_toolchain.report.records.Report`), report.md and plots."""
 
     name, label = "report", "Report"
+    parallel = False  # rank 0 alone
 
     def products(self, run: Run) -> list[Path]:
         return [run.dir / "report.json", run.dir / "report.md"]

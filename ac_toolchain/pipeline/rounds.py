@@ -18,6 +18,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
+from ac_toolchain import distributed
 from ac_toolchain.compact import Shrunk, shrink
 from ac_toolchain.config import CompressConfig, goal_flags, goals
 from ac_toolchain.context import Run, console, round_spec, train_stage
@@ -31,10 +32,13 @@ from ac_toolchain.pipeline.base import (
     RoundRecord,
     Stage,
     State,
+    atomic_save,
+    atomic_write_text,
     fit_settings,
     model_graph,
     round_dir,
     val_accuracy,
+    write_record,
 )
 from ac_toolchain.plateau import Plateau
 from ac_toolchain.prune.admm import Admm, AdmmSettings
@@ -42,16 +46,7 @@ from ac_toolchain.prune.purify import RedundantReport, purify_dead, purify_redun
 from ac_toolchain.prune.schemes import LayerPlan, Masks, apply_masks, project
 from ac_toolchain.prune.spec import load_spec, rates_and_schemes, spec_to_json
 from ac_toolchain.report.records import AdmmIteration, DenseTraining, DistillCost, SearchSummary
-from ac_toolchain.runs import (
-    atomic_save,
-    atomic_write_text,
-    from_record,
-    load_state_dict,
-    read_record,
-    safe_load,
-    safe_name,
-    write_record,
-)
+from ac_toolchain.runs import from_record, load_state_dict, read_record, safe_load, safe_name
 from ac_toolchain.scheme_registry import DEFAULT_SCHEME, SEARCH_SCHEMES
 from ac_toolchain.search.anneal import Annealer, AnnealSettings
 from ac_toolchain.search.proxy import Proxy, ProxySettings
@@ -78,6 +73,7 @@ class LatencyTables(Stage):
     trains (cells are cached across runs); the final target is checked against them at once."""
 
     name, label = "latency tables", "Latency tables"
+    parallel = False  # measured by rank 0 on the bench device
 
     def products(self, run: Run) -> list[Path]:
         return [latency_path(run)]
@@ -89,7 +85,7 @@ class LatencyTables(Stage):
             model = latency_model(state.model.cpu(), run.example, device, Path(work))
         state.model.to(run.device)
         write_model(model, self.products(run)[0])
-        return self.restore(run, state)
+        return self.finish(run, state)
 
     def restore(self, run: Run, state: State) -> State:
         _space(run, state, "latency").check_reachable(goals(run.cfg.search)["latency"])
@@ -267,7 +263,7 @@ class RoundStart(RoundStage):
             spec = spec_of(space.units, space.rescale([0.5] * len(space.units), schemes, goal[1]), schemes)
             console.print(f"uniform rate {next(iter(spec.values())).rate:.4f} meets {goal[1]:.2f}x {goal[0]}")
         atomic_write_text(spec_to_json(spec), self.products(run)[0])
-        return self.restore(run, state)
+        return self.finish(run, state)
 
     def restore(self, run: Run, state: State) -> State:
         state.rounds.append(RoundRecord(self.r, load_spec(self.products(run)[0])))
@@ -320,7 +316,7 @@ class SearchStage(RoundStage):
         self._resume(run, annealer)
         with _search_progress() as bar:
             task = bar.add_task(f"search r{self.r}", total=_expected(settings), info="")
-            while not annealer.finished():
+            while not distributed.broadcast(annealer.finished()):  # rank 0's clock decides a time budget
                 p = annealer.step()
                 _append_line(run.dir / "search.jsonl", {"round": self.r, **asdict(p)})
                 atomic_write_text(json.dumps(annealer.state()) + "\n", self._state_file(run))
@@ -334,7 +330,7 @@ class SearchStage(RoundStage):
                       f"{best.ratio:.1f}x {objective}")  # fmt: skip
         atomic_write_text(spec_to_json(annealer.spec(best)), self.products(run)[0])
         write_record(summary, self.products(run)[1])
-        return self.restore(run, state)
+        return self.finish(run, state)
 
     def _state_file(self, run: Run) -> Path:
         return round_dir(run, self.r) / "search-state.json"
@@ -367,11 +363,13 @@ def _expected(s: AnnealSettings) -> int:
 def _search_progress() -> Progress:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn())  # fmt: skip
-    return Progress(*columns, console=console, transient=True)
+    return Progress(*columns, console=console, transient=True, disable=not distributed.is_main())
 
 
 def _append_line(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and fsync it (the log of a search that may be killed at any moment)."""
+    """Append one JSON line and fsync it (the log of a search that may be killed at any moment); rank 0 only."""
+    if not distributed.is_main():
+        return
     with path.open("a") as fh:
         fh.write(json.dumps(record) + "\n")
         fh.flush()
@@ -392,7 +390,7 @@ class AdmmStage(RoundStage):
         epochs = a.iterations * a.epochs_per_iteration
         self.train(run, state, fit_settings(run, epochs, a.lr), [admm, *keep])
         atomic_save({"model": model.state_dict(), "admm": admm.state()}, self.products(run)[0])
-        return self.restore(run, state)
+        return self.finish(run, state)
 
     def restore(self, run: Run, state: State) -> State:
         saved = safe_load(self.products(run)[0])
@@ -415,12 +413,13 @@ class Retrain(RoundStage):
             masks, plan = project(model_graph(run, model), rates, schemes, {})
             masks = combine(masks, state.masks)  # earlier rounds' structures stay pruned
             atomic_save({"masks": masks, "layers": [vars(e) for e in plan.layers]}, masks_file)
+        distributed.barrier(self.name)  # rank 0's masks file is there before anyone reads it
         masks = safe_load(masks_file)["masks"]
         apply_masks(model, masks)
         p = run.cfg.prune
         self.train_masked(run, state, fit_settings(run, p.finetune_epochs, p.finetune_lr), masks)
         atomic_save(model.state_dict(), self.products(run)[1])
-        return self.restore(run, state)
+        return self.finish(run, state)
 
     def restore(self, run: Run, state: State) -> State:
         saved = safe_load(self.products(run)[0])
@@ -444,7 +443,7 @@ class Purify(RoundStage):
         masks, redundant = self._redundant(run, model, masks)
         atomic_save({"model": model.state_dict(), "masks": masks}, self.products(run)[0])
         write_record(Purification(dead, redundant), self.products(run)[1])
-        return self.restore(run, state)
+        return self.finish(run, state)
 
     def _redundant(self, run: Run, model: nn.Module, masks: Masks) -> tuple[Masks, RedundantReport]:
         """Redundant-structure removal; with ``prune.compact`` on the shrunk model (dead structure is gone

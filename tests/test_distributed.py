@@ -1,0 +1,201 @@
+"""The chain under torch.distributed: 2 CPU ranks (gloo) launched with torchrun's own API (elastic_launch).
+
+One launch runs every check of the training loops and hands back what each rank ended with; the parent compares
+the ranks with each other and with the single process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+from torch.utils.data import DataLoader, TensorDataset
+
+from ac_toolchain import distributed
+from ac_toolchain.graph import trace
+from ac_toolchain.prune.admm import Admm, AdmmSettings
+from ac_toolchain.prune.schemes import prune
+from ac_toolchain.prune.spec import uniform_spec
+from ac_toolchain.train import FitSettings, correct_per_image, evaluate, fit
+
+CPU = torch.device("cpu")
+SETTINGS = FitSettings(2, 0.05, 16, momentum=0.9, weight_decay=5e-4)  # 64 images: 4 global batches of 16
+
+
+def _net() -> nn.Sequential:
+    """No BatchNorm: DDP's averaged gradients then equal the full batch's (up to the summation order)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 36, 3))
+
+
+def _data(n: int = 64) -> TensorDataset:
+    gen = torch.Generator().manual_seed(0)
+    return TensorDataset(torch.randn(n, 1, 8, 8, generator=gen), torch.randint(0, 3, (n,), generator=gen))
+
+
+def _state(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def _trained() -> dict[str, torch.Tensor]:
+    """67 images: the last batch of 3 splits 2 + 1 over the ranks, weighted back to the batch's mean loss."""
+    net = _net()
+    fit(net, _data(67), SETTINGS, CPU)
+    return _state(net)
+
+
+def _masked() -> dict[str, Any]:
+    net = _net()
+    masks = prune(net, torch.randn(1, 1, 8, 8), 0.5, "filter+column")
+    fit(net, _data(), SETTINGS, CPU, masks=masks)
+    return {"weights": _state(net), "masks": masks}
+
+
+def _admm() -> dict[str, Any]:
+    net = _net()
+    graph = trace(net, torch.randn(1, 1, 8, 8))
+    admm = Admm(graph, uniform_spec(graph.layers, 0.5, "filter"), AdmmSettings(iterations=2))
+    fit(net, _data(), SETTINGS, CPU, controllers=[admm])
+    return {"Z": admm.Z, "U": admm.U, "log": admm.log}
+
+
+def _scores() -> dict[str, Any]:
+    net = _net()
+    val = DataLoader(_data(37), batch_size=8)  # 37 images: the ranks' shares differ in size
+    return {"accuracy": evaluate(net, val, CPU, label=""), "hits": correct_per_image(net, val, CPU)}
+
+
+def _writes(run_dir: str) -> None:
+    """The checkpoint writer of train_stage, each rank pointed at a folder of its own: rank 0 alone writes."""
+    from ac_toolchain.context import checkpoint_writer
+
+    mine = Path(run_dir) / f"rank{distributed.rank()}"
+    (mine / "checkpoints").mkdir(parents=True)
+    checkpoint_writer(mine, "dense")(1, {"model": _net().state_dict()})
+
+
+def _worker(run_dir: str) -> dict[str, Any]:
+    """One rank: every check, its results handed back to the parent."""
+    torch.set_num_threads(1)
+    distributed.init(CPU, timeout_s=60)
+    try:
+        _writes(run_dir)
+        return {"rank": distributed.rank(), "trained": _trained(), "masked": _masked(), "admm": _admm(),
+                "scores": _scores()}  # fmt: skip
+    finally:
+        distributed.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def launch(fn: Any, *args: Any, ranks: int = 2) -> dict[int, Any]:
+    """``fn(*args)`` on ``ranks`` CPU processes through torchrun's launcher API; the return value of each rank."""
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=ranks, rdzv_backend="c10d",
+                          rdzv_endpoint=f"127.0.0.1:{_free_port()}", max_restarts=0, monitor_interval=0.1,
+                          start_method="spawn")  # fmt: skip
+    return elastic_launch(config, fn)(*args)
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    run_dir = tmp_path_factory.mktemp("ddp")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    results = launch(_worker, str(run_dir))
+    return {"run_dir": run_dir, "ranks": [results[r] for r in sorted(results)]}
+
+
+def test_each_rank_knows_its_rank(ranks: dict[str, Any]) -> None:
+    assert [r["rank"] for r in ranks["ranks"]] == [0, 1]
+
+
+def test_ddp_training_equals_the_single_process_on_the_same_global_batch(ranks: dict[str, Any]) -> None:
+    want = _trained()
+    first, second = (r["trained"] for r in ranks["ranks"])
+    for name, w in want.items():
+        assert torch.equal(first[name], second[name]), name  # the ranks hold the same weights, bit for bit
+        assert torch.allclose(first[name], w, atol=1e-5, rtol=0), name
+        assert not torch.equal(w, _state(_net())[name])  # and they did train
+
+
+def test_no_rank_revives_a_pruned_weight(ranks: dict[str, Any]) -> None:
+    for r in ranks["ranks"]:
+        masked = r["masked"]
+        for name, mask in masked["masks"].items():
+            assert masked["weights"][name][mask == 0].abs().max() == 0, name
+    first, second = (r["masked"]["weights"] for r in ranks["ranks"])
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_admm_z_and_u_are_identical_on_every_rank(ranks: dict[str, Any]) -> None:
+    """Each rank projects its own (identical) weights: no broadcast, the same Z and U bit for bit."""
+    first, second = (r["admm"] for r in ranks["ranks"])
+    for part in ("Z", "U"):
+        assert first[part].keys() == second[part].keys()
+        assert all(torch.equal(first[part][k], second[part][k]) for k in first[part])
+    assert [e["loss"] for e in first["log"]] == [e["loss"] for e in second["log"]]
+    single = _admm()
+    assert all(torch.allclose(first["Z"][k], single["Z"][k], atol=1e-5, rtol=0) for k in single["Z"])
+
+
+def test_accuracy_is_reduced_over_the_ranks(ranks: dict[str, Any]) -> None:
+    want = _scores()
+    for r in ranks["ranks"]:
+        assert r["scores"]["accuracy"] == want["accuracy"]
+        assert torch.equal(r["scores"]["hits"], want["hits"])  # every image, in the loader's order
+
+
+def test_only_rank_0_writes(ranks: dict[str, Any]) -> None:
+    run_dir = ranks["run_dir"]
+    assert [p.name for p in (run_dir / "rank0" / "checkpoints").iterdir()] == ["dense-0001.pt"]
+    assert list((run_dir / "rank1" / "checkpoints").iterdir()) == []
+
+
+def _ac(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    root = Path(__file__).resolve().parent.parent
+    env["PYTHONPATH"] = f"{root}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    return subprocess.run([sys.executable, "-m", "ac_toolchain", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+def test_a_bad_input_under_two_ranks_is_one_line_and_exit_2_without_a_run_directory(tmp_path: Path) -> None:
+    """The data folder is missing: both workers fail in their checks, the launcher says it once."""
+    start = time.perf_counter()
+    out = _ac("compress", "lenet5", "--preset", "smoke", "--nproc-per-node", "2", "--runs-dir", "runs",
+              "--data", "imagefolder:missing", cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    errors = [line for line in out.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "missing" in errors[0], out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists()
+    assert time.perf_counter() - start < 60
+
+
+def test_two_ranks_compress_with_rank_0_the_one_writer(tmp_path: Path) -> None:
+    """A short chain on 2 ranks ends with a complete run directory, the only one, written by rank 0."""
+    out = _ac("compress", "lenet5", "--preset", "smoke", "--nproc-per-node", "2", "--runs-dir", "runs",
+              "--search", "uniform", "--params-x", "5", "--search-rounds", "1", "--train-epochs", "1",
+              "--train-max-batches", "8", "--train-min-above-chance", "0", "--admm-iterations", "1",
+              "--purify-max-steps", "1", "--target", "x86", cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1
+    report = json.loads((runs[0] / "report.json").read_text())
+    assert report["compressed"]["accuracy"] > 0
+    assert sorted(p.name for p in (runs[0] / "checkpoints").iterdir()) == [
+        "admm-r1-0001.pt", "dense-0001.pt", "retrain-r1-0001.pt"]  # fmt: skip
+    assert out.stdout.count("preset none") == 1  # the workers read the resolved config: rank 0 alone prints
