@@ -378,13 +378,13 @@ def test_user_model_file_runs_the_chain(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_default_resnet18_command_reaches_high_accuracy(tmp_path: Path) -> None:
-    """The README's main job (`ac compress resnet18 --target arm64`, cpu preset): minutes of training."""
+    """The README's main job (`ac compress resnet18 --target arm64`, the oneshot preset): ~15 minutes."""
     result = _ac("compress", "resnet18", "--target", "arm64", "--runs-dir", str(tmp_path))
     assert result.exit_code == 0, result.output
     report = json.loads((_only_run(tmp_path) / "report.json").read_text())
-    assert report["dense"]["accuracy"] > 0.9  # the goal: >= 50x fewer params within 0.5 points of dense
-    assert report["ratios"]["params"] >= 50 and report["accuracy_drop_points"] <= 0.5, report["ratios"]
-    assert [s["round"] for s in report["search"]] == [1, 2]  # the search ran in both rounds
+    assert report["dense"]["accuracy"] > 0.95 and report["dense_training"]["epochs"] >= 3
+    assert report["ratios"]["params"] >= 500 and report["accuracy_drop_points"] <= 0.5, report["ratios"]
+    assert report["method"]["search"] == "uniform" and report["method"]["prune"] == "oneshot"
     assert report["bench"]["qemu-arm64"]["speedup"] > 10
 
 

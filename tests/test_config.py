@@ -10,8 +10,8 @@ from ac_toolchain.errors import ConfigError
 
 def test_recipe_then_preset_then_flags() -> None:
     cfg, preset = cfgmod.resolve("resnet18", None, {"train.epochs": "7"})
-    assert preset == "cpu"  # the recipe's default_preset
-    assert cfg.model.input_shape == (1, 1, 28, 28)  # from the cpu preset
+    assert preset == "oneshot"  # the recipe's default_preset
+    assert cfg.model.input_shape == (1, 1, 28, 28)  # from the oneshot preset
     assert cfg.train.batch_size == 64  # preset beats the recipe's 128
     assert cfg.train.epochs == 7  # flag beats both
     assert cfg.model.stem == "cifar"  # recipe beats the default
