@@ -47,7 +47,7 @@ class LayerCoverage:
     @property
     def kept_whole(self) -> list[str]:
         """Every reason, prefixed with the structure it keeps: ``filters frozen: model output``."""
-        parts = {"filters frozen": self.filters, "channels frozen": self.channels, "column": self.columns}
+        parts = {"filters frozen": self.filters, "channels frozen": self.channels, "columns": self.columns}
         return [f"{what}: {r}" for what, part in parts.items() for r in part.reasons]
 
 

@@ -103,7 +103,7 @@ def test_grouped_conv_prunes_group_wise_and_keeps_its_columns() -> None:
     assert row.kind == "grouped g=2"
     assert (row.filters, row.channels) == (Part(8, 8), Part(8, 8))
     assert row.columns == Part(0, 36, ("grouped conv keeps its columns",))
-    assert row.kept_whole == ["column: grouped conv keeps its columns"]
+    assert row.kept_whole == ["columns: grouped conv keeps its columns"]
     assert row.notes and "group-wise" in row.notes[0]
     model = GroupedDepthwise()
     masks = ac.prune(model, X, 0.5, scheme="filter")
@@ -135,7 +135,7 @@ def test_table_shows_counts_reasons_and_the_grouped_note() -> None:
     console = Console(width=200, record=True)
     console.print(coverage_table(explain(GroupedDepthwise(), X)))
     text = console.export_text()
-    assert "grouped g=2" in text and "0/36" in text and "column: grouped conv keeps its columns" in text
+    assert "grouped g=2" in text and "0/36" in text and "columns: grouped conv keeps its columns" in text
     assert "filters frozen: model output" in text and "grouped: filters and channels go group-wise" in text
 
 
