@@ -612,6 +612,28 @@ def _print_layers(run_dir: Path, device: str) -> None:
     console.print(f"tables: {result['tables']}")
 
 
+@main.command(name="quantize", epilog="Example:  ac quantize runs/lenet5-x86-20261124-101500 --calibration minmax")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--calib-batches", default=8, show_default=True, type=click.IntRange(min=1),
+              help="training batches (train.batch_size images each) that calibrate the activation ranges")  # fmt: skip
+@click.option("--calibration", default="percentile", show_default=True,
+              type=click.Choice(["minmax", "percentile", "entropy"]),
+              help="activation range: observed min/max, the 99.999th percentile, or minimal KL divergence")  # fmt: skip
+@handle_errors
+def quantize_cmd(run_dir: Path, calib_batches: int, calibration: str) -> None:
+    """Post-training int8 quantization of a finished run's compressed model (QDQ ONNX, onnxruntime's
+    quantize_static): int8 per-channel weights, per-tensor activations, BN folded. Writes <run>/int8/."""
+    from ac_toolchain.quantize import quantize_run
+
+    rec = quantize_run(run_dir, calib_batches, calibration)
+    view = Table("model", "top-1", "bytes", title=f"int8 ({rec.method}, {rec.calib_batches} calibration batches; "
+                 f"{rec.test_images} test images)")  # fmt: skip
+    view.add_row("fp32 compact", f"{rec.top1_fp32:.2%}", f"{rec.bytes_fp32:,}")
+    view.add_row("int8 compact", f"{rec.top1_int8:.2%}", f"{rec.bytes_int8:,} ({rec.size_ratio}× smaller)")
+    console.print(view)
+    console.print(f"int8 model: {rec.int8_path}")
+
+
 @main.command(name="targets", epilog="Example:  ac targets")
 def targets_cmd() -> None:
     """The platform table: each compile target, the device that benches it, where its outputs are checked."""

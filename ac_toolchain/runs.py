@@ -76,6 +76,11 @@ def atomic_write_text(text: str, path: Path) -> None:
     _atomic(path, lambda fh: fh.write(text.encode()))
 
 
+def atomic_write_bytes(data: bytes, path: Path) -> None:
+    """Write a binary file atomically (see :func:`_atomic`)."""
+    _atomic(path, lambda fh: fh.write(data))
+
+
 def safe_load(path: Path) -> Any:
     """Load a checkpoint or state dict with weights_only=True; a clear error if missing or corrupt."""
     if not path.is_file():

@@ -16,7 +16,8 @@ from click.testing import CliRunner, Result
 
 from ac_toolchain.cli import main
 
-COMMANDS = ["compress", "train", "eval", "count", "prune", "compact", "export", "compile", "bench", "targets"]
+COMMANDS = ["compress", "train", "eval", "count", "prune", "compact", "export", "compile", "bench", "targets",
+            "quantize"]
 
 
 def _ac(*args: str) -> Result:

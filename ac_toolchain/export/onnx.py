@@ -21,11 +21,13 @@ from ac_toolchain.errors import ModelError
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
-    """Write ``model`` (eval mode, batch shape of ``example``) as one self-contained ONNX file."""
+def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, dynamic_batch: bool = False) -> Path:
+    """Write ``model`` (eval mode, batch shape of ``example``; any batch with ``dynamic_batch``) as one
+    self-contained ONNX file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)  # else the exporter's FileNotFoundError reads as a model problem
     model = model.eval()
+    dynamic = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
     quiet = io.StringIO()
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
@@ -33,7 +35,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Pa
             logging.getLogger("torch.onnx").setLevel(logging.ERROR)
             torch.onnx.export(
                 model, (example,), str(path), dynamo=True, external_data=False,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False, dynamic_shapes=dynamic,
             )  # fmt: skip
     except Exception as exc:
         raise ModelError(

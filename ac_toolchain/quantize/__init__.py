@@ -1,0 +1,16 @@
+"""Post-training int8 quantization of the compressed model (docs/quantize.md): BN folding, a QDQ ONNX model by
+onnxruntime's ``quantize_static``, its accuracy under onnxruntime, and ``ac quantize RUN``."""
+
+from ac_toolchain.quantize.fold import fold_bn
+from ac_toolchain.quantize.ptq import (
+    ACTIVATIONS,
+    CALIBRATIONS,
+    evaluate_onnx,
+    export_fp32,
+    predict_onnx,
+    quantize_onnx,
+)
+from ac_toolchain.quantize.run import QuantizeRecord, quantize_run
+
+__all__ = ["ACTIVATIONS", "CALIBRATIONS", "QuantizeRecord", "evaluate_onnx", "export_fp32", "fold_bn",
+           "predict_onnx", "quantize_onnx", "quantize_run"]  # fmt: skip
