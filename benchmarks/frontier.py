@@ -361,7 +361,8 @@ def _rounds_table(doc: dict[str, Any], model: str) -> list[str]:
 
 def markdown(doc: dict[str, Any]) -> str:
     lines = ["# Frontier: test top-1 vs params reduction, over seeds (same dense model and splits per seed)", "",
-             f"`{doc['command']}` on {doc['machine']}, {doc['date']} (preset `{doc['preset']}`).", "",
+             " then ".join(f"`{c}`" for c in doc.get("commands", [doc["command"]]))
+             + f" on {doc['machine']}, {doc['date']} (preset `{doc['preset']}`).", "",
              "Cells: mean ± std of test top-1 (%) over seeds, the geometric mean of the achieved params ratio, and "
              "the number of seeds. Differences are paired by seed; the interval is a two-sided 95 % Student-t "
              "interval over seeds.", ""]  # fmt: skip
@@ -454,14 +455,19 @@ def main(argv: list[str] | None = None) -> None:
         write(old, args.results_dir, args.out)
         return
     command = "python -m benchmarks.frontier " + " ".join(sys.argv[1:] if argv is None else argv)
-    doc: dict[str, Any] = {"command": command,
+    earlier = old.get("commands", [old["command"]] if "command" in old else [])  # the sittings before this one
+    planned = {item.split(":")[0] for item in args.plan}
+    doc: dict[str, Any] = {"command": command, "commands": [*earlier, command],
                            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
                            "date": time.strftime("%Y-%m-%d"), "preset": args.preset, "methods": methods, "sets": sets,
-                           "models": [], "results": [r for r in old["results"] if r.get("status") == "ok"]}  # fmt: skip
+                           "models": [m for m in old.get("models", []) if m["model"] not in planned],
+                           "results": [r for r in old["results"] if r.get("status") == "ok"]}  # fmt: skip
+    kept = {m["model"]: m.get("dense", []) for m in old.get("models", [])}  # dense models of other seeds stay
     done = {(r["model"], r["seed"], r["method"], r["asked_params_ratio"]) for r in doc["results"]}
     for item in args.plan:
         model, ratios = item.split(":")[0], [float(x) for x in item.split(":")[1].split(",")]
-        entry: dict[str, Any] = {"model": model, "dense": [], "chain_epochs": chain_epochs(
+        others = [d for d in kept.get(model, []) if d["seed"] not in seeds]
+        entry: dict[str, Any] = {"model": model, "dense": others, "chain_epochs": chain_epochs(
             _config(model, args.preset, args.workdir, sets))}  # fmt: skip
         doc["models"].append(entry)
         for seed in seeds:
