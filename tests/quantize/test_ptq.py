@@ -16,8 +16,6 @@ from ac_toolchain.errors import ConfigError
 from ac_toolchain.quantize import evaluate_onnx, export_fp32, predict_onnx, quantize_onnx
 from ac_toolchain.train import make_loader
 
-torch.set_num_threads(1)
-
 
 def _compact(name: str, shape: tuple[int, ...], rate: float, **options: Any) -> nn.Module:
     torch.manual_seed(0)
