@@ -28,6 +28,7 @@ from android_bench.device import BenchSettings
 
 console = Console()
 BENCH = BenchSettings()  # `ac bench` flag defaults: one source of truth
+QUANTIZE = cfgmod.QuantizeConfig()  # `ac quantize` flag defaults
 F = Callable[..., Any]
 
 
@@ -614,24 +615,25 @@ def _print_layers(run_dir: Path, device: str) -> None:
 
 @main.command(name="quantize", epilog="Example:  ac quantize runs/lenet5-x86-20261124-101500 --calibration minmax")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--calib-batches", default=8, show_default=True, type=click.IntRange(min=1),
+@click.option("--calib-batches", default=QUANTIZE.calib_batches, show_default=True, type=click.IntRange(min=1),
               help="training batches (train.batch_size images each) that calibrate the activation ranges")  # fmt: skip
-@click.option("--calibration", default="percentile", show_default=True,
-              type=click.Choice(["minmax", "percentile", "entropy"]),
+@click.option("--calibration", default=QUANTIZE.calibration, show_default=True,
+              type=click.Choice(cfgmod.CALIBRATIONS),
               help="activation range: observed min/max, the 99.999th percentile, or minimal KL divergence")  # fmt: skip
 @handle_errors
 def quantize_cmd(run_dir: Path, calib_batches: int, calibration: str) -> None:
-    """Post-training int8 quantization of a finished run's compressed model (QDQ ONNX, onnxruntime's
-    quantize_static): int8 per-channel weights, per-tensor activations, BN folded. Writes <run>/int8/."""
+    """Post-training int8 quantization of a finished run (onnxruntime's quantize_static, QDQ ONNX): int8
+    per-channel weights, per-tensor activations, BN folded; the dense and the compact model, each in fp32 and
+    int8, compared. Writes <run>/int8/ and records/quantize.json, and adds an int8 section to the report."""
     from ac_toolchain.quantize import quantize_run
 
-    rec = quantize_run(run_dir, calib_batches, calibration)
-    view = Table("model", "top-1", "bytes", title=f"int8 ({rec.method}, {rec.calib_batches} calibration batches; "
-                 f"{rec.test_images} test images)")  # fmt: skip
-    view.add_row("fp32 compact", f"{rec.top1_fp32:.2%}", f"{rec.bytes_fp32:,}")
-    view.add_row("int8 compact", f"{rec.top1_int8:.2%}", f"{rec.bytes_int8:,} ({rec.size_ratio}× smaller)")
+    rec = quantize_run(run_dir, cfgmod.QuantizeConfig("int8", calib_batches, calibration))
+    view = Table("model", "top-1", "bytes", "host ms / image", title=f"int8 ({rec.method}, {rec.calib_batches} "
+                 f"calibration batches; {rec.test_images} test images; onnxruntime, 1 thread)")  # fmt: skip
+    for name, v in rec.variants.items():
+        view.add_row(name, f"{v.top1:.2%}", f"{v.bytes:,}", f"{v.host_ms:.3f}")
     console.print(view)
-    console.print(f"int8 model: {rec.int8_path}")
+    console.print(f"compact fp32 bytes ÷ compact int8 bytes: {rec.size_ratio}×; {rec.variants['compact int8'].path}")
 
 
 @main.command(name="targets", epilog="Example:  ac targets")

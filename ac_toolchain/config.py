@@ -25,6 +25,8 @@ GOAL_KEYS = {"search.params_x": "params", "search.flops_x": "flops", "search.lat
 ENERGIES = ("points", "fraction")
 PRUNE_METHODS = ("admm", "oneshot")
 PURIFY_CRITERIA = ("paired", "tolerance")  # ac_toolchain/prune/purify.py: CRITERIA
+QUANTIZE_MODES = ("off", "int8")
+CALIBRATIONS = ("minmax", "percentile", "entropy")  # ac_toolchain/quantize/ptq.py maps each to onnxruntime's
 
 
 def _opt(default: Any, help: str, flag: str | None = None, **rules: Any) -> Any:
@@ -149,6 +151,19 @@ class SearchConfig:
 
 
 @dataclass
+class QuantizeConfig:
+    """Post-training quantization of the compressed model (docs/quantize.md)."""
+
+    mode: str = _opt("off", "quantize the compressed model after the rounds: off, or int8 (a Quantize stage: int8 "
+                     "QDQ ONNX of the compact and the dense model, their accuracy, bytes and host latency)",
+                     flag="--quantize", choices=QUANTIZE_MODES)  # fmt: skip
+    calib_batches: int = _opt(8, "training batches (train.batch_size images each) that calibrate the activation "
+                              "ranges", min=1)  # fmt: skip
+    calibration: str = _opt("percentile", "activation range: minmax (observed), percentile (99.999th) or entropy "
+                            "(minimal KL divergence)", choices=CALIBRATIONS)  # fmt: skip
+
+
+@dataclass
 class RunConfig:
     target: str = _opt("x86", "compile target", flag="--target")
     tune_trials: int = _opt(0, "MetaSchedule candidates to tune the ops TVM compiles itself (x86 only; slow: "
@@ -172,13 +187,14 @@ class CompressConfig:
     purify: PurifyConfig = field(default_factory=PurifyConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
 SECTION_TYPES: dict[str, type] = {
     "model": ModelConfig, "data": DataConfig, "train": TrainConfig, "prune": PruneConfig,
     "admm": AdmmConfig, "purify": PurifyConfig, "distill": DistillConfig,
-    "search": SearchConfig, "run": RunConfig,
+    "search": SearchConfig, "quantize": QuantizeConfig, "run": RunConfig,
 }  # fmt: skip
 RECIPE_META_KEYS = ("description", "default_preset", "presets")
 

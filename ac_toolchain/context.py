@@ -85,6 +85,14 @@ def build(cfg: CompressConfig, num_classes: int) -> nn.Module:
     return build_model(cfg.model.arch, num_classes=num_classes, in_channels=c, input_size=(h, w), **options)
 
 
+def load_model(run: Run, file: str) -> nn.Module:
+    """The run's model with the state dict ``<run>/<file>`` (``dense.pt``, ``compressed.pt``), on the CPU, in eval
+    mode."""
+    model = build(run.cfg, run.splits.num_classes)
+    load_state_dict(model, run.dir / file)
+    return model.eval()
+
+
 def load_splits(cfg: CompressConfig) -> Splits:
     _, c, h, w = cfg.model.input_shape
     splits = load_dataset(

@@ -18,6 +18,7 @@ from ac_toolchain.pipeline.finish import (
     ReportStage,
     measure,
 )
+from ac_toolchain.pipeline.quantize import Quantize
 from ac_toolchain.pipeline.rounds import AdmmStage, Dense, LatencyTables, Purify, Retrain, RoundStart, SearchStage
 
 __all__ = [
@@ -41,7 +42,9 @@ def pipeline(run: Run) -> list[Stage]:
     stages += [Dense(), EvaluateDense()]
     for r in range(1, run.cfg.search.rounds + 1):
         stages += _round(run, r)
-    stages += [EvaluateCompressed(), Compact(), Export(), Compile()]
+    stages += [EvaluateCompressed(), Compact(), Export()]
+    stages += [Quantize()] if run.cfg.quantize.mode == "int8" else []
+    stages.append(Compile())
     stages += [Bench(run.platform.bench)] if run.platform.bench else []
     stages.append(ReportStage())
     return stages
@@ -53,7 +56,7 @@ def until(stages: list[Stage], last: type[Stage]) -> list[Stage]:
     return stages[: end + 1]
 
 
-OPTIONAL = {"Latency tables"}  # stages only some runs have, drawn in brackets; rounds are drawn once
+OPTIONAL = {"Latency tables", "Quantize"}  # stages only some runs have, drawn in brackets; rounds are drawn once
 
 
 def describe(stages: list[Stage]) -> str:
@@ -73,7 +76,7 @@ def describe(stages: list[Stage]) -> str:
 # (tests/pipeline/test_pipeline.py checks both).
 DIAGRAM = (
     "[Latency tables] → Dense → Evaluate → Round × N [Search → ADMM → Hard prune + retrain → Purify] → Evaluate "
-    "→ Compact → Export → Compile → Bench → Report"
+    "→ Compact → Export → [Quantize] → Compile → Bench → Report"
 )
 
 

@@ -20,7 +20,7 @@ from ac_toolchain import config as cfgmod
 from ac_toolchain.bench_run import QUICK, bench_run, report_entry
 from ac_toolchain.compact import compact, expand_columns
 from ac_toolchain.compile.tvm_build import TVM_ONNX, compile_onnx
-from ac_toolchain.context import Run, build, console
+from ac_toolchain.context import Run, console, load_model
 from ac_toolchain.cost.analytic import called_modules, masks_cost, structure_cost
 from ac_toolchain.count import count
 from ac_toolchain.errors import CheckpointError
@@ -181,9 +181,7 @@ class Export(CheckStage):
         path = export_onnx(small, run.example, run.dir / "model.onnx")
         diff = check_with_onnxruntime(path, masked, run.example)
         export_onnx(expand_columns(small), run.example, run.dir / TVM_ONNX)
-        dense = build(run.cfg, run.splits.num_classes)
-        load_state_dict(dense, run.dir / "dense.pt")
-        export_onnx(dense.eval(), run.example, run.dir / "dense.onnx")
+        export_onnx(load_model(run, "dense.pt"), run.example, run.dir / "dense.onnx")
         state.model.to(run.device)
         self.save(run, EquivalenceCheck(diff))
         return self.finish(run, state)
@@ -290,7 +288,7 @@ def assemble_report(run: Run, state: State) -> Report:
         compact_max_abs_diff=f.compact_max_abs_diff, onnx_max_abs_diff=f.onnx_max_abs_diff,
         compile=f.compile or CompileRecord(target.name, target.tvm_target, "not compiled"),
         dense_training=f.dense_training, **rounds,
-        bench=dict(f.bench), latency=f.latency, artifacts=_artifacts(run.dir, target.name),
+        bench=dict(f.bench), latency=f.latency, quantize=f.quantize, artifacts=_artifacts(run.dir, target.name),
         timings=dict(run.timings), config=cfgmod.to_dict(cfg), versions=_versions(),
     )  # fmt: skip
 

@@ -12,6 +12,7 @@ import io
 import itertools
 import logging
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,17 +32,17 @@ from onnxruntime.quantization import (
 )
 from torch import nn
 
+from ac_toolchain import config as cfgmod
 from ac_toolchain.compact import expand_columns
 from ac_toolchain.errors import ConfigError
 from ac_toolchain.export import export_onnx
 from ac_toolchain.export.onnx import INPUT_NAME
 from ac_toolchain.quantize.fold import fold_bn
 
-CALIBRATIONS = {
-    "minmax": CalibrationMethod.MinMax,  # the observed range
-    "percentile": CalibrationMethod.Percentile,  # 99.999th percentile of |x|: drops rare outliers
-    "entropy": CalibrationMethod.Entropy,  # the range minimising KL divergence of the histogram
-}
+# the calibrators by their config names (quantize.calibration): the observed range; the 99.999th percentile of |x|
+# (drops rare outliers); the range minimising the KL divergence of the histogram
+CALIBRATIONS = dict(zip(cfgmod.CALIBRATIONS, (CalibrationMethod.MinMax, CalibrationMethod.Percentile,
+                                              CalibrationMethod.Entropy), strict=True))  # fmt: skip
 ACTIVATIONS = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
 # quantize_static's entropy calibrator histograms 128 bins into 128 levels, so it never clips (it equals minmax);
@@ -140,3 +141,20 @@ def evaluate_onnx(path: Path, loader: Iterable[Any]) -> float:
     """Top-1 accuracy in [0, 1] of the ONNX model at ``path`` on ``loader``."""
     preds, labels = predict_onnx(path, loader)
     return float((preds == labels).mean()) if len(labels) else 0.0
+
+
+def host_ms(path: Path, example: torch.Tensor, repeats: int = 30) -> float:
+    """Median milliseconds of one ``example`` through onnxruntime on this machine's CPU, one thread, after a
+    warm-up."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    run = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {INPUT_NAME: example.numpy().astype(np.float32)}
+    for _ in range(3):
+        run.run(None, feed)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run.run(None, feed)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))

@@ -161,3 +161,22 @@ def plot_pareto(log: list[dict[str, Any]], out: Path, targets: Mapping[int, floa
     ax.legend(loc="lower left")
     ax.set_title("Search: proposals and Pareto front per round (dotted: round target)")
     return _save(fig, out)
+
+
+def plot_int8(variants: Mapping[str, Mapping[str, Any]], out: Path) -> Path | None:
+    """Model file size (log) vs test top-1 of the Quantize stage's models, int8 filled, fp32 hollow."""
+    if not variants:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, v in variants.items():
+        colour = "#47a" if name.startswith("compact") else "#a33"
+        filled = name.endswith("int8")
+        ax.scatter(v["bytes"], 100 * v["top1"], s=80, edgecolors=colour, facecolors=colour if filled else "none")
+        ax.annotate(name, (v["bytes"], 100 * v["top1"]), textcoords="offset points", xytext=(6, 6), fontsize=9)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g} kB"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: ""))
+    ax.set_xlabel("ONNX file size (log)")
+    ax.set_ylabel("test top-1 (%), onnxruntime")
+    ax.set_title("Size vs accuracy: dense and compact, fp32 (hollow) and int8 (filled)")
+    return _save(fig, out)

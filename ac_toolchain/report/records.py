@@ -158,6 +158,34 @@ class EquivalenceCheck:
     max_abs_diff: float
 
 
+INT8_VARIANTS = ("dense fp32", "dense int8", "compact fp32", "compact int8")  # the Quantize stage's four models
+
+
+@dataclass
+class Int8Variant:
+    """One model of the int8 comparison, an ONNX file run by onnxruntime on the run's test split."""
+
+    top1: float
+    bytes: int
+    host_ms: float  # median seconds x 1000 of one image through onnxruntime on this machine's CPU, one thread
+    path: str
+
+
+@dataclass
+class QuantizeRecord:
+    """The Quantize stage (or ``ac quantize RUN``): ``records/quantize.json``."""
+
+    method: str  # the activation calibrator
+    activations: str  # int8 or uint8, per tensor
+    weights: str
+    calib_batches: int  # training batches actually used
+    calib_batch_size: int
+    test_images: int
+    variants: dict[str, Int8Variant]  # by INT8_VARIANTS name
+    size_ratio: float  # compact fp32 bytes / compact int8 bytes
+    simulated_top1: float | None = None  # our torch simulation of the compact int8 model (docs/quantize.md)
+
+
 @dataclass
 class Findings:
     """What the back half's stages measured so far; the Report stage makes the :class:`Report` of it."""
@@ -170,6 +198,7 @@ class Findings:
     onnx_max_abs_diff: float | None = None
     compile: CompileRecord | None = None
     bench: dict[str, BenchEntry] = field(default_factory=dict)
+    quantize: QuantizeRecord | None = None
 
 
 @dataclass
@@ -193,6 +222,7 @@ class Report:
     rates: dict[str, LayerSetting] = field(default_factory=dict)  # the last round's spec
     bench: dict[str, BenchEntry] = field(default_factory=dict)  # by bench device
     latency: LatencyPrediction | None = None
+    quantize: QuantizeRecord | None = None  # with --quantize int8 or after `ac quantize RUN`
     distill: dict[str, DistillCost] = field(default_factory=dict)  # training stage → teacher cost (distill.enabled)
     artifacts: dict[str, str] = field(default_factory=dict)  # name → path
     timings: dict[str, float] = field(default_factory=dict)  # stage → seconds

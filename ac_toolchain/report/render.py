@@ -7,7 +7,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ac_toolchain.report.plots import plot_admm, plot_pareto, plot_rates, plot_search_trace, read_search_log
+from ac_toolchain.report.plots import (
+    plot_admm,
+    plot_int8,
+    plot_pareto,
+    plot_rates,
+    plot_search_trace,
+    read_search_log,
+)
 from ac_toolchain.report.records import (
     AdmmIteration,
     BenchEntry,
@@ -15,6 +22,7 @@ from ac_toolchain.report.records import (
     Method,
     Report,
     SearchSummary,
+    read_report,
 )
 from ac_toolchain.runs import atomic_write_text, write_record
 
@@ -132,6 +140,23 @@ def _latency_lines(r: Report) -> list[str]:
             f"| measured | | | {shown} |", "", f"Tables: `{lat.tables}`.", ""]  # fmt: skip
 
 
+def _int8_lines(r: Report) -> list[str]:
+    """The Quantize stage's four models: accuracy, bytes and host latency under onnxruntime."""
+    q = r.quantize
+    if q is None:
+        return []
+    rows = [f"| {name} | {v.top1:.2%} | {v.bytes:,} | {v.host_ms:.3f} |" for name, v in q.variants.items()]
+    sim = f"; our torch simulation of the compact int8 model: {q.simulated_top1:.2%}" if q.simulated_top1 else ""
+    lines = ["## int8", "",
+             f"Post-training quantization ({q.weights} weights, {q.activations} activations per tensor, "
+             f"`{q.method}` calibration on {q.calib_batches} batches of {q.calib_batch_size}); top-1 on "
+             f"{q.test_images} test images by onnxruntime{sim}.", "",
+             "| model | top-1 | ONNX bytes | host ms / image (onnxruntime, 1 thread) |", "|---|---:|---:|---:|",
+             *rows, "", f"Compact fp32 bytes ÷ compact int8 bytes: {q.size_ratio}×. The int8 "
+             "models are not compiled with TVM yet (no int8 kernel lowering): a bench above is fp32.", ""]  # fmt: skip
+    return lines + ([f"![int8 size vs accuracy]({r.plots['int8']})", ""] if r.plots.get("int8") else [])
+
+
 def _distill_lines(r: Report) -> list[str]:
     """The cost of distilling from the dense model: its forward passes, over every training stage."""
     if not r.distill:
@@ -189,6 +214,7 @@ def render_markdown(r: Report) -> str:
         *_purify_lines(r),
         *_bench_lines(r.bench),
         *_latency_lines(r),
+        *_int8_lines(r),
         "## Timings (s)",
         "",
         *[f"- {stage}: {sec:.1f}" for stage, sec in r.timings.items()],
@@ -211,6 +237,8 @@ def _plots(run_dir: Path, report: Report) -> dict[str, str]:
         plots["rates"] = plot_rates({k: asdict(v) for k, v in report.rates.items()}, out / "rates.png")
         plots["search_trace"] = plot_search_trace(log, out / "search_trace.png")
         plots["pareto"] = plot_pareto(log, out / "pareto.png", {s.round: s.reduction for s in report.search})
+    if report.quantize:
+        plots["int8"] = plot_int8({k: asdict(v) for k, v in report.quantize.variants.items()}, out / "int8.png")
     return {name: str(path.relative_to(run_dir)) for name, path in plots.items() if path}
 
 
@@ -222,3 +250,14 @@ def write_report(run_dir: Path, report: Report, plots: bool = True) -> Report:
     write_record(report, run_dir / "report.json")
     atomic_write_text(render_markdown(report), run_dir / "report.md")
     return report
+
+
+def rerender(run_dir: Path, **changes: Any) -> Report | None:
+    """Rewrite report.json, report.md and the plots of a finished run with ``changes`` set on its report (``ac
+    quantize RUN`` adds its int8 section); None when the run has no report."""
+    if not (run_dir / "report.json").is_file():
+        return None
+    report = read_report(run_dir / "report.json")
+    for key, value in changes.items():
+        setattr(report, key, value)
+    return write_report(run_dir, report)

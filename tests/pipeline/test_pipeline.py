@@ -24,7 +24,7 @@ def _run(bench: str | None = "qemu-arm64", **overrides: Any) -> Any:
 
 
 def test_the_full_pipeline_is_the_diagram_and_the_doc_draws_it() -> None:
-    stages = pipeline(_run(**{"search.latency_x": 2.0, "search.rounds": 3}))
+    stages = pipeline(_run(**{"search.latency_x": 2.0, "search.rounds": 3, "quantize.mode": "int8"}))
     assert describe(stages) == DIAGRAM
     assert DIAGRAM in (ROOT / "docs" / "architecture.md").read_text()
 
@@ -45,7 +45,7 @@ def test_the_config_switches_stages_off(bench: str | None, overrides: dict[str, 
 
 
 def test_every_stage_has_its_own_name_and_products_in_the_run_directory(tmp_path: Path) -> None:
-    run = _run(**{"search.latency_x": 2.0, "search.rounds": 2})
+    run = _run(**{"search.latency_x": 2.0, "search.rounds": 2, "quantize.mode": "int8"})
     run.dir = tmp_path
     run.platform = resolve_platform("arm64", "qemu-arm64")
     stages = pipeline(run)
