@@ -1,0 +1,28 @@
+"""benchmarks/int8.py on one finished smoke run: the four models, the paired int8 - fp32 difference, the files."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import ac_toolchain as ac
+from benchmarks import int8
+
+
+def test_the_int8_benchmark_writes_four_models_per_run_and_their_paired_difference(tmp_path: Path) -> None:
+    sets = {"run.target": "x86", "run.bench": "none", "run.runs_dir": str(tmp_path / "runs"),
+            "search.method": "uniform", "search.rounds": 1, "prune.method": "oneshot"}  # fmt: skip
+    ac.compress("lenet5", "smoke", sets)
+    (run,) = (tmp_path / "runs").iterdir()
+    int8.main(["--run", str(run), "--calib-batches", "2", "--results-dir", str(tmp_path / "out")])
+    doc = json.loads((tmp_path / "out" / "int8.json").read_text())
+    (row,) = doc["rows"]
+    assert list(row["variants"]) == ["dense fp32", "dense int8", "compact fp32", "compact int8"]
+    v, d = row["variants"], row["int8_minus_fp32"]
+    # the paired per-image mean is the difference of the two recorded top-1s
+    assert d["mean"] == pytest.approx(100 * (v["compact int8"]["top1"] - v["compact fp32"]["top1"]), abs=1e-3)
+    assert d["images"] == row["test_images"] and d["low"] <= d["mean"] <= d["high"]
+    assert row["size_ratio"] == pytest.approx(v["compact fp32"]["bytes"] / v["compact int8"]["bytes"], abs=1e-3)
+    text = (tmp_path / "out" / "int8.md").read_text()
+    assert text.count("| lenet5 (") == 4 and d["verdict"] in text
+    assert (tmp_path / "out" / "int8.png").stat().st_size > 0
