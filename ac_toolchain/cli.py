@@ -620,14 +620,18 @@ def _print_layers(run_dir: Path, device: str) -> None:
 @click.option("--calibration", default=QUANTIZE.calibration, show_default=True,
               type=click.Choice(cfgmod.CALIBRATIONS),
               help="activation range: observed min/max, the 99.999th percentile, or minimal KL divergence")  # fmt: skip
+@click.option("--qat-epochs", default=QUANTIZE.qat_epochs, show_default=True, type=click.IntRange(min=0),
+              help="quantization-aware fine-tuning epochs of the compact model (a fifth model; 0: none)")  # fmt: skip
+@click.option("--qat-lr", default=QUANTIZE.qat_lr, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="quantization-aware fine-tuning learning rate")  # fmt: skip
 @handle_errors
-def quantize_cmd(run_dir: Path, calib_batches: int, calibration: str) -> None:
+def quantize_cmd(run_dir: Path, calib_batches: int, calibration: str, qat_epochs: int, qat_lr: float) -> None:
     """Post-training int8 quantization of a finished run (onnxruntime's quantize_static, QDQ ONNX): int8
     per-channel weights, per-tensor activations, BN folded; the dense and the compact model, each in fp32 and
     int8, compared. Writes <run>/int8/ and records/quantize.json, and adds an int8 section to the report."""
     from ac_toolchain.quantize import quantize_run
 
-    rec = quantize_run(run_dir, cfgmod.QuantizeConfig("int8", calib_batches, calibration))
+    rec = quantize_run(run_dir, cfgmod.QuantizeConfig("int8", calib_batches, calibration, qat_epochs, qat_lr))
     view = Table("model", "top-1", "bytes", "host ms / image", title=f"int8 ({rec.method}, {rec.calib_batches} "
                  f"calibration batches; {rec.test_images} test images; onnxruntime, 1 thread)")  # fmt: skip
     for name, v in rec.variants.items():

@@ -161,6 +161,9 @@ class QuantizeConfig:
                               "ranges", min=1)  # fmt: skip
     calibration: str = _opt("percentile", "activation range: minmax (observed), percentile (99.999th) or entropy "
                             "(minimal KL divergence)", choices=CALIBRATIONS)  # fmt: skip
+    qat_epochs: int = _opt(0, "quantization-aware fine-tuning epochs of the compact model before it is quantized "
+                           "again (a fifth model, compact int8 QAT); 0: none", min=0)  # fmt: skip
+    qat_lr: float = _opt(1e-3, "quantization-aware fine-tuning learning rate (cosine)", min=0.0, min_exclusive=True)
 
 
 @dataclass

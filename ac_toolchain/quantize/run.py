@@ -16,15 +16,18 @@ from ac_toolchain.config import QuantizeConfig
 from ac_toolchain.context import Run, console, load_model, open_run
 from ac_toolchain.errors import CheckpointError
 from ac_toolchain.quantize.ptq import evaluate_onnx, export_fp32, host_ms, quantize_onnx
+from ac_toolchain.quantize.qat import qat
 from ac_toolchain.quantize.simulate import simulate_predictions
 from ac_toolchain.report.records import INT8_VARIANTS, Int8Variant, QuantizeRecord
 from ac_toolchain.report.render import rerender
 from ac_toolchain.runs import atomic_write_bytes, write_record
-from ac_toolchain.train import make_loader
+from ac_toolchain.train import FitSettings, make_loader
 
 NEEDED = ("config.toml", "dense.pt", "compressed.pt", "records/evaluate-compressed.json")  # of a finished run
 FILES = dict(zip(INT8_VARIANTS, ("dense.fp32.onnx", "dense.int8.onnx", "model.fp32.onnx", "model.int8.onnx"),
                  strict=True))  # fmt: skip
+QAT = "compact QAT"  # with quantize.qat_epochs: the compact model fine-tuned behind fake quantization
+ALL_FILES = {**FILES, f"{QAT} fp32": "model-qat.fp32.onnx", f"{QAT} int8": "model-qat.int8.onnx"}
 
 
 def record_path(run_dir: Path) -> Path:
@@ -37,22 +40,33 @@ def int8_dir(run_dir: Path) -> Path:
 
 def quantize_models(run: Run, dense: nn.Module, small: nn.Module, settings: QuantizeConfig,
                     activations: str = "int8") -> QuantizeRecord:  # fmt: skip
-    """Write ``<run>/int8/`` (the fp32 ONNX of the dense and the compact model and their int8 QDQ models, each
-    file atomically) and return their comparison on the run's test split."""
+    """Write ``<run>/int8/`` (the fp32 ONNX of the dense and the compact model and their int8 QDQ models, with
+    ``settings.qat_epochs`` also the int8 model of the compact one after quantization-aware fine-tuning; each file
+    atomically) and return their comparison on the run's test split."""
     cfg, out = run.cfg, int8_dir(run.dir)
     out.mkdir(exist_ok=True)
     used = min(settings.calib_batches, -(-len(run.splits.train) // cfg.train.batch_size))  # batches there are
     test = make_loader(run.splits.test, 256, shuffle=False)
+    models = {"dense": dense, "compact": small}
+    if settings.qat_epochs:
+        console.print(f"quantization-aware fine-tuning: {settings.qat_epochs} epochs")
+        fit = FitSettings.from_config(cfg.train, epochs=settings.qat_epochs, lr=settings.qat_lr)
+        models[QAT] = qat(small, run.splits.train, fit, run.device, seed=cfg.run.seed)
+    files = {name: file for name, file in ALL_FILES.items() if name.rsplit(" ", 1)[0] in models}
     with tempfile.TemporaryDirectory(dir=out) as tmp:  # written here, then moved into place whole
-        for kind, model in (("dense", dense), ("compact", small)):
-            fp32 = export_fp32(model, run.example, Path(tmp) / FILES[f"{kind} fp32"])
+        for kind, model in models.items():
+            fp32 = export_fp32(model, run.example, Path(tmp) / ALL_FILES[f"{kind} fp32"])
             calib = make_loader(run.splits.train, cfg.train.batch_size, shuffle=True, seed=cfg.run.seed)
-            quantize_onnx(fp32, Path(tmp) / FILES[f"{kind} int8"], calib, used, settings.calibration, activations)
-        console.print(f"int8 ({settings.calibration}): evaluating four models on {len(run.splits.test)} test images")
-        variants = {name: _variant(Path(tmp) / file, out / file, test, run) for name, file in FILES.items()}
+            quantize_onnx(fp32, Path(tmp) / ALL_FILES[f"{kind} int8"], calib, used, settings.calibration, activations)
+        files.pop(f"{QAT} fp32", None)  # the QAT model's fp32 form is only the step towards its int8 one
+        console.print(f"int8 ({settings.calibration}): evaluating {len(files)} models on {len(run.splits.test)} test "
+                      "images")  # fmt: skip
+        variants = {name: _variant(Path(tmp) / file, out / file, test, run) for name, file in files.items()}
         preds, labels = simulate_predictions(Path(tmp) / FILES["compact int8"], test)
-        for file in FILES.values():
+        for file in files.values():
             atomic_write_bytes((Path(tmp) / file).read_bytes(), out / file)
+    for stale in set(ALL_FILES.values()) - set(files.values()):  # of an earlier quantization with other settings
+        (out / stale).unlink(missing_ok=True)
     ratio = variants["compact fp32"].bytes / variants["compact int8"].bytes
     return QuantizeRecord(settings.calibration, activations, "int8 symmetric per output channel", used,
                           cfg.train.batch_size, len(run.splits.test), variants, round(ratio, 3),

@@ -181,7 +181,7 @@ class QuantizeRecord:
     calib_batches: int  # training batches actually used
     calib_batch_size: int
     test_images: int
-    variants: dict[str, Int8Variant]  # by INT8_VARIANTS name
+    variants: dict[str, Int8Variant]  # by INT8_VARIANTS name, and "compact QAT int8" with quantize.qat_epochs
     size_ratio: float  # compact fp32 bytes / compact int8 bytes
     simulated_top1: float | None = None  # our torch simulation of the compact int8 model (docs/quantize.md)
 

@@ -17,9 +17,10 @@ from ac_toolchain.report.records import INT8_VARIANTS
 from ac_toolchain.train import make_loader
 
 SMOKE = ["compress", "lenet5", "--preset", "smoke", "--search", "uniform", "--prune-method", "oneshot",
-         "--search-rounds", "1", "--target", "x86", "--quantize", "int8", "--quantize-calib-batches", "4"]  # fmt: skip
+         "--search-rounds", "1", "--target", "x86", "--quantize", "int8", "--quantize-calib-batches", "4",
+         "--quantize-qat-epochs", "1"]  # fmt: skip
 FILES = {"dense fp32": "dense.fp32.onnx", "dense int8": "dense.int8.onnx", "compact fp32": "model.fp32.onnx",
-         "compact int8": "model.int8.onnx"}  # fmt: skip
+         "compact int8": "model.int8.onnx", "compact QAT int8": "model-qat.int8.onnx"}  # fmt: skip
 
 
 def _ac(*args: str) -> Result:
@@ -44,7 +45,7 @@ def test_the_quantize_stage_writes_four_models_their_record_and_the_report_secti
     record = json.loads((finished_run / "records" / "quantize.json").read_text())
     out = finished_run / "int8"
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES.values())  # no temporary files left
-    assert list(record["variants"]) == list(INT8_VARIANTS) and record["calib_batches"] == 4
+    assert list(record["variants"]) == [*INT8_VARIANTS, "compact QAT int8"] and record["calib_batches"] == 4
     assert record["method"] == "percentile"
     test, n = _test_loader(finished_run)
     assert record["test_images"] == n
@@ -70,9 +71,11 @@ def test_the_quantize_stage_writes_four_models_their_record_and_the_report_secti
 def test_ac_quantize_requantizes_a_finished_run_and_rerenders_its_report(finished_run: Path) -> None:
     result = _ac("quantize", str(finished_run), "--calib-batches", "2", "--calibration", "minmax")
     assert result.exit_code == 0, result.output
-    assert all(name in result.output for name in INT8_VARIANTS)
+    assert all(name in result.output for name in INT8_VARIANTS) and "QAT" not in result.output
     record = json.loads((finished_run / "records" / "quantize.json").read_text())
-    assert record["method"] == "minmax" and record["calib_batches"] == 2
+    assert record["method"] == "minmax" and record["calib_batches"] == 2 and list(record["variants"]) == list(
+        INT8_VARIANTS)
+    assert not (finished_run / "int8" / "model-qat.int8.onnx").exists()  # the stage's QAT model: not this record's
     report = json.loads((finished_run / "report.json").read_text())
     assert report["quantize"] == record and "`minmax` calibration" in (finished_run / "report.md").read_text()
 
