@@ -41,6 +41,8 @@ BUILDS = {
     # baseline x86-64 (no -march=native): the kernel's gather-GEMM paths, which AVX2 builds no longer take, for tests
     "portable": NativeBuild("g++", ("-DAC_NATIVE_ARCH=OFF",)),
 }  # fmt: skip
+# AVX2 without VNNI (-march=haswell): the int8 kernel's vpmaddwd path on hosts whose -march=native picks VNNI
+BUILDS["avx2"] = NativeBuild("g++", ("-DAC_KERNEL_MARCH=haswell",))
 INSTALL_HINT = "install the build tools with: bash scripts/install-system-deps.sh"
 
 
@@ -216,3 +218,114 @@ def compact_conv2d(
 
 
 qemu.use_plugin(lambda: build("host") / "libac_qemu_insn.so")  # the qemu-arm64 device counts with it
+
+
+# ---- the int8 kernel (kernels/include/ac/compact_conv_int8.h) ----
+
+
+class Int8Quant(ctypes.Structure):
+    """Mirror of ``ac_conv_int8_quant`` in kernels/include/ac/compact_conv_int8.h."""
+
+    _fields_ = [
+        ("multiplier", ctypes.c_void_p),
+        ("res_multiplier", ctypes.c_float),
+        ("x_zero", ctypes.c_int32),
+        ("y_zero", ctypes.c_int32),
+        ("res_zero", ctypes.c_int32),
+    ]
+
+
+INT8_KINDS = ("host", "portable", "avx2")  # the x86 builds this process can load (aarch64: ac_conv_int8_file)
+_INT8_LIBS: dict[str, ctypes.CDLL] = {}
+
+
+def load_int8(kind: str = "host") -> ctypes.CDLL:
+    """The kernel library of build ``kind`` (its int8 functions typed); each kind is a separate library."""
+    if kind not in INT8_KINDS:
+        kinds = ", ".join(INT8_KINDS)
+        raise TargetError(f"the int8 kernel of build {kind!r} cannot run in this process; choose one of {kinds} "
+                          "(the aarch64 build runs as ac_conv_int8_file under qemu)")  # fmt: skip
+    if kind not in _INT8_LIBS:
+        lib = ctypes.CDLL(str(build(kind) / "libac_kernels.so"))
+        lib.ac_compact_conv2d_int8.restype = ctypes.c_int
+        lib.ac_conv_int8_error.restype = ctypes.c_char_p
+        lib.ac_conv_int8_path.restype = ctypes.c_char_p
+        lib.ac_conv_int8_packed_size.restype = ctypes.c_size_t
+        lib.ac_conv_int8_packed_size.argtypes = [ctypes.c_int, ctypes.c_int]
+        _INT8_LIBS[kind] = lib
+    return _INT8_LIBS[kind]
+
+
+def int8_path(kind: str = "host") -> str:
+    """The multiply path build ``kind`` runs: avx512-vnni, avx-vnni, avx2, neon-sdot, neon or scalar."""
+    return str(load_int8(kind).ac_conv_int8_path().decode())
+
+
+def requant_multipliers(x_scale: float, w_scale: np.ndarray, y_scale: float) -> np.ndarray:
+    """The kernel's per-channel multipliers m[f] = s_x * s_w[f] / s_y: computed in float64, rounded to float32."""
+    return (np.float64(x_scale) * np.asarray(w_scale, np.float64) / np.float64(y_scale)).astype(np.float32)
+
+
+def _int8_array(name: str, a: np.ndarray, dtype: type, ndim: int) -> np.ndarray:
+    if not isinstance(a, np.ndarray) or a.dtype != dtype or a.ndim != ndim:
+        got = f"{a.dtype} with {a.ndim} dimensions" if isinstance(a, np.ndarray) else type(a).__name__
+        raise ValueError(f"ac_compact_conv2d_int8: {name} must be a {np.dtype(dtype)} array with {ndim} dimensions, "
+                         f"got {got}")  # fmt: skip
+    return np.ascontiguousarray(a)
+
+
+def pack_weights_int8(weight: np.ndarray, kind: str = "host") -> np.ndarray:
+    """The packed bytes ``ac_compact_conv2d_int8`` of build ``kind`` reads (weights plus column sums; the layout
+    depends on the build: AVX2 without VNNI widens them to int16)."""
+    lib = load_int8(kind)
+    weight = _int8_array("weight", weight, np.int8, 2)
+    f, k = weight.shape
+    packed = np.empty(lib.ac_conv_int8_packed_size(f, k), np.uint8)
+    lib.ac_conv_int8_pack_weights(f, k, _ptr(weight), _ptr(packed))
+    return packed
+
+
+def compact_conv2d_int8(
+    x: np.ndarray, weight: np.ndarray, rows: np.ndarray, bias: np.ndarray | None, geo: Geometry,
+    multiplier: np.ndarray, x_zero: int, y_zero: int, relu: bool = False, residual: np.ndarray | None = None,
+    res_multiplier: float = 0.0, res_zero: int = 0, threads: int = 0, packed: np.ndarray | None = None,
+    kind: str = "host",
+) -> np.ndarray:  # fmt: skip
+    """The int8 compact conv: x int8 [N, C, H, W], weight int8 [F, K] (its columns the kept ``rows``), bias int32
+    [F] or None, ``multiplier`` float32 [F] (``requant_multipliers``), zero points; ``residual`` int8 of the
+    output's shape with ``res_multiplier`` (s_r / s_y, rounded to float32) and ``res_zero``. Returns int8
+    [N, F, OH, OW]; the exact formula is in kernels/include/ac/compact_conv_int8.h. Wrong dtypes or shapes raise
+    ValueError (nothing is converted silently). ``packed``: ``pack_weights_int8(weight, kind)``."""
+    lib = load_int8(kind)
+    x = _int8_array("x", x, np.int8, 4)
+    weight = _int8_array("weight", weight, np.int8, 2)
+    rows = np.asarray(rows)
+    if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+        raise ValueError(f"ac_compact_conv2d_int8: rows must be a 1-D integer array, got {rows.dtype} {rows.shape}")
+    rows = np.ascontiguousarray(rows, np.int64)
+    f, k = weight.shape
+    if k != len(rows):
+        raise ValueError(f"ac_compact_conv2d_int8: weight has {k} columns for {len(rows)} kept rows")
+    multiplier = _int8_array("multiplier", multiplier, np.float32, 1)
+    if multiplier.shape != (f,):
+        raise ValueError(f"ac_compact_conv2d_int8: multiplier shape {multiplier.shape}, expected ({f},)")
+    if bias is not None:
+        bias = _int8_array("bias", bias, np.int32, 1)
+        if bias.shape != (f,):
+            raise ValueError(f"ac_compact_conv2d_int8: bias shape {bias.shape}, expected ({f},)")
+    shape = conv_shape(x, f, k, geo, relu)
+    y = np.empty((shape.n, shape.f, shape.oh, shape.ow), np.int8)
+    if residual is not None:
+        residual = _int8_array("residual", residual, np.int8, 4)
+        if residual.shape != y.shape:
+            raise ValueError(f"ac_compact_conv2d_int8: residual shape {residual.shape} is not the output's {y.shape}")
+    if packed is None:
+        packed = pack_weights_int8(weight, kind)
+    elif packed.dtype != np.uint8 or packed.shape != (lib.ac_conv_int8_packed_size(f, k),):
+        raise ValueError(f"ac_compact_conv2d_int8: packed weights must come from pack_weights_int8(weight, {kind!r})")
+    quant = Int8Quant(_ptr(multiplier), res_multiplier, x_zero, y_zero, res_zero)
+    err = lib.ac_compact_conv2d_int8(ctypes.byref(shape), ctypes.byref(quant), _ptr(x), _ptr(packed), _ptr(rows),
+                                     _ptr(bias), _ptr(residual), _ptr(y), threads)  # fmt: skip
+    if err:
+        raise ValueError(f"ac_compact_conv2d_int8: {lib.ac_conv_int8_error(err).decode()}")
+    return y
