@@ -74,8 +74,11 @@ def test_instruction_counts_repeat_and_grow_with_runs(smoke_run: Path) -> None:
     one, two = device.count(artifact, 1), device.count(artifact, 2)
     assert one < two
     first, again = (device.measure(artifact, BenchSettings())["instructions"] for _ in range(2))
-    assert first == pytest.approx(two - one, rel=1e-3)
-    assert abs(first - again) <= 1e-3 * first  # measured: within ~0.01 %
+    # a whole-process count includes the runner printing its timing samples (printf of doubles): a few hundred
+    # instructions that vary with the times printed, so the bound is relative plus that printing's spread
+    noise = 1_000
+    assert abs(first - (two - one)) <= 1e-3 * first + noise
+    assert abs(first - again) <= 1e-3 * first + noise
 
 
 def test_bench_prints_counts_and_ratio_and_passes_the_committed_gate(smoke_run: Path) -> None:
