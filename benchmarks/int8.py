@@ -43,11 +43,16 @@ RESULTS = Path(__file__).parent / "results"
 def finished_run(model: str, preset: str, workdir: Path) -> Path:
     """A finished ``ac compress`` run of ``model`` under ``workdir``: the newest there, or a new one."""
     runs = workdir / f"{model}-{preset}"
-    done = sorted(p.parent for p in runs.glob("*/records/evaluate-compressed.json"))
-    if done:
-        return done[-1]
-    ac.compress(model, preset, {"run.target": "x86", "run.bench": "none", "run.runs_dir": str(runs)})
-    return sorted(p.parent for p in runs.glob("*/records/evaluate-compressed.json"))[-1]
+    if not _finished(runs):
+        ac.compress(model, preset, {"run.target": "x86", "run.bench": "none", "run.runs_dir": str(runs)})
+    done = _finished(runs)
+    if not done:
+        raise RuntimeError(f"ac compress {model} --preset {preset} ended without a compressed model in {runs}")
+    return done[-1]
+
+
+def _finished(runs: Path) -> list[Path]:
+    return sorted(p.parent.parent for p in runs.glob("*/records/evaluate-compressed.json"))
 
 
 def _instructions(run: Path) -> dict[str, int]:

@@ -5,16 +5,15 @@ from pathlib import Path
 
 import pytest
 
-import ac_toolchain as ac
 from benchmarks import int8
 
 
 def test_the_int8_benchmark_writes_four_models_per_run_and_their_paired_difference(tmp_path: Path) -> None:
-    sets = {"run.target": "x86", "run.bench": "none", "run.runs_dir": str(tmp_path / "runs"),
-            "search.method": "uniform", "search.rounds": 1, "prune.method": "oneshot"}  # fmt: skip
-    ac.compress("lenet5", "smoke", sets)
-    (run,) = (tmp_path / "runs").iterdir()
-    int8.main(["--run", str(run), "--calib-batches", "2", "--results-dir", str(tmp_path / "out")])
+    work = tmp_path / "runs"
+    int8.main(["--model", "lenet5", "--preset", "smoke", "--workdir", str(work), "--calib-batches", "2",
+               "--results-dir", str(tmp_path / "out")])  # fmt: skip
+    (run,) = (work / "lenet5-smoke").iterdir()  # compressed here first
+    assert int8.finished_run("lenet5", "smoke", work) == run  # and found again, not compressed a second time
     doc = json.loads((tmp_path / "out" / "int8.json").read_text())
     (row,) = doc["rows"]
     assert list(row["variants"]) == ["dense fp32", "dense int8", "compact fp32", "compact int8"]
