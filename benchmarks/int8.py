@@ -32,12 +32,13 @@ import ac_toolchain as ac
 from ac_toolchain import config as cfgmod
 from ac_toolchain.context import load_splits
 from ac_toolchain.quantize import predict_onnx, quantize_run
-from ac_toolchain.report.records import INT8_VARIANTS
+from ac_toolchain.quantize.run import QAT
 from ac_toolchain.train import make_loader
 from benchmarks import peers
 from benchmarks.versus_run import paired
 
 RESULTS = Path(__file__).parent / "results"
+QAT_INT8 = f"{QAT} int8"
 
 
 def finished_run(model: str, preset: str, workdir: Path) -> Path:
@@ -70,14 +71,16 @@ def measure(run: Path, settings: cfgmod.QuantizeConfig) -> dict[str, Any]:
     cfg = cfgmod.load(run / "config.toml")
     test = make_loader(load_splits(cfg).test, 256, shuffle=False)
     right = {}
-    for name in ("compact fp32", "compact int8"):
-        preds, labels = predict_onnx(Path(record.variants[name].path), test)
-        right[name] = torch.from_numpy(preds == labels)
+    for name in ("compact fp32", "compact int8", QAT_INT8):
+        if name in record.variants:
+            preds, labels = predict_onnx(Path(record.variants[name].path), test)
+            right[name] = torch.from_numpy(preds == labels)
     report = json.loads((run / "report.json").read_text()) if (run / "report.json").is_file() else {}
     return {"model": cfg.model.arch, "run": str(run), "ratios": report.get("ratios"),
             "variants": {k: asdict(v) for k, v in record.variants.items()}, "size_ratio": record.size_ratio,
             "simulated_top1": record.simulated_top1, "test_images": record.test_images,
             "int8_minus_fp32": paired(right["compact int8"], right["compact fp32"]),
+            "qat_minus_ptq": paired(right[QAT_INT8], right["compact int8"]) if QAT_INT8 in right else None,
             "qemu_instructions": _instructions(run)}  # fmt: skip
 
 
@@ -90,8 +93,8 @@ def markdown(doc: dict[str, Any]) -> str:
              "|---|---|---:|---:|---:|---:|"]  # fmt: skip
     for row in doc["rows"]:
         x = (row["ratios"] or {}).get("params")
-        for name in INT8_VARIANTS:
-            v, qemu = row["variants"][name], row["qemu_instructions"].get(name)
+        for name, v in row["variants"].items():
+            qemu = row["qemu_instructions"].get(name)
             lines.append(f"| {row['model']} ({x}×) | {name} | {v['top1']:.2%} | {v['bytes']:,} | {v['host_ms']:.3f} "
                          f"| {f'{qemu:,}' if qemu else '—'} |")  # fmt: skip
     lines += ["", "| model | compact int8 − fp32 (points, 95 % interval, paired per image) | verdict | "
@@ -99,9 +102,16 @@ def markdown(doc: dict[str, Any]) -> str:
     for row in doc["rows"]:
         d, sim = row["int8_minus_fp32"], row["simulated_top1"]
         shown = "—" if sim is None else f"{sim:.2%}"
-        lines.append(f"| {row['model']} | {d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] over {d['images']} "
-                     f"images | {d['verdict']} | {row['size_ratio']}× | {shown} |")  # fmt: skip
+        lines.append(f"| {row['model']} | {_interval(d)} | {d['verdict']} | {row['size_ratio']}× | {shown} |")
+    qat = [row for row in doc["rows"] if row.get("qat_minus_ptq")]
+    lines += ["", "| model | compact QAT int8 − PTQ int8 (points, paired per image) | verdict |", "|---|---|---|",
+              *[f"| {r['model']} | {_interval(r['qat_minus_ptq'])} | {r['qat_minus_ptq']['verdict']} |" for r in qat],
+              ] if qat else []  # fmt: skip
     return "\n".join([*lines, ""])
+
+
+def _interval(d: dict[str, Any]) -> str:
+    return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] over {d['images']} images"
 
 
 def plot(doc: dict[str, Any], out: Path) -> None:
@@ -109,8 +119,7 @@ def plot(doc: dict[str, Any], out: Path) -> None:
     rows = doc["rows"]
     fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 4.2), squeeze=False)
     for ax, row in zip(axes[0], rows, strict=True):
-        for name in INT8_VARIANTS:
-            v = row["variants"][name]
+        for name, v in row["variants"].items():
             colour = "#47a" if name.startswith("compact") else "#a33"
             ax.scatter(v["bytes"], 100 * v["top1"], s=70, edgecolors=colour,
                        facecolors=colour if name.endswith("int8") else "none")  # fmt: skip
@@ -133,16 +142,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("runs-int8"))
     parser.add_argument("--calibration", default="percentile", choices=cfgmod.CALIBRATIONS)
     parser.add_argument("--calib-batches", type=int, default=8)
+    parser.add_argument("--qat-epochs", type=int, default=0, help="add the compact model after QAT (a fifth model)")
+    parser.add_argument("--qat-lr", type=float, default=cfgmod.QuantizeConfig.qat_lr)
     parser.add_argument("--out", default="int8")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if not args.run and not args.model:
         parser.error("give at least one --run RUN or --model NAME")
-    settings = cfgmod.QuantizeConfig("int8", args.calib_batches, args.calibration)
+    settings = cfgmod.QuantizeConfig("int8", args.calib_batches, args.calibration, args.qat_epochs, args.qat_lr)
     runs = [*args.run, *(finished_run(m, args.preset, args.workdir) for m in args.model)]
     doc: dict[str, Any] = {
-        "calibration": args.calibration, "calib_batches": args.calib_batches, "torch": torch.__version__,
+        "calibration": args.calibration, "calib_batches": args.calib_batches, "qat_epochs": args.qat_epochs,
+        "torch": torch.__version__,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
         "command": " ".join(["python -m benchmarks.int8", *argv]), "rows": [],
     }  # fmt: skip
