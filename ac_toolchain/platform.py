@@ -23,7 +23,7 @@ from ac_toolchain.compile.tvm_build import check_toolchain, load_host_module
 from ac_toolchain.errors import ConfigError, DeviceError
 from android_bench.device import Device
 from android_bench.devices import check_name, get_device
-from android_bench.qemu import QEMU
+from android_bench.qemu import CPU, QEMU
 
 Runner = Callable[[Path, np.ndarray], np.ndarray]  # (artifact folder, input) → outputs
 
@@ -65,7 +65,7 @@ class BenchRow:
 
 BENCH_DEVICES: dict[str, BenchRow] = {  # keyed as android_bench/devices.py: the name before the first ':'
     "host": BenchRow(None, ()),
-    "qemu-arm64": BenchRow("android-arm64", (QEMU,)),
+    "qemu-arm64": BenchRow("android-arm64", (QEMU, *CPU)),
     "callgrind": BenchRow("x86-avx2", ()),  # valgrind runs AVX2 but not AVX-512
     "adb": BenchRow("android-arm64", None),
 }

@@ -24,6 +24,9 @@ from android_bench.local import counted_run, infer, run_runner
 from android_bench.protocol import parse_table_output, table_command
 
 QEMU = "qemu-aarch64"
+# The emulated CPU: every feature qemu implements, dot product (sdot, which the int8 kernel multiplies with)
+# included; said explicitly rather than left to the version's default.
+CPU = ("-cpu", "max")
 INSTALL_HINT = "install it with: bash scripts/install-system-deps.sh (Debian: apt-get install qemu-user)"
 
 
@@ -45,7 +48,7 @@ class QemuDevice(CountingDevice):
 
     def count(self, artifact: Path, runs: int, seed: int = 0) -> int:
         """Guest instructions of one whole runner process doing `runs` inferences (no warm-up, one thread)."""
-        return counted_run(artifact, runs, seed, lambda out: [QEMU, "-plugin", f"{self.plugin()},out={out}"],
+        return counted_run(artifact, runs, seed, lambda out: [QEMU, *CPU, "-plugin", f"{self.plugin()},out={out}"],
                            lambda out: self._read(out, artifact))  # fmt: skip
 
     @staticmethod
@@ -61,7 +64,7 @@ class QemuDevice(CountingDevice):
         once = BenchSettings(warmup=1, runs=1, min_seconds=0.0, threads=1, seed=settings.seed)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "count.out"
-            prefix = [QEMU, "-plugin", f"{self.plugin()},out={out}"]
+            prefix = [QEMU, *CPU, "-plugin", f"{self.plugin()},out={out}"]
             stdout = run_runner(runner, table_command(once, str(cells.resolve())), prefix)
             n = len(parse_table_output(stdout.splitlines()))
             marks = [int(m) for m in re.findall(r"^mark (\d+)$", out.read_text(), flags=re.MULTILINE)]
@@ -73,7 +76,7 @@ class QemuDevice(CountingDevice):
 
     def infer(self, artifact: Path, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One inference under qemu (for checking outputs against torch)."""
-        return infer(artifact, inputs, [QEMU])
+        return infer(artifact, inputs, [QEMU, *CPU])
 
     def plugin(self) -> Path:
         """The counting plugin, from the source registered with :func:`use_plugin` (built once, cached)."""

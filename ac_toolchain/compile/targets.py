@@ -16,6 +16,7 @@ class Target:
     cross_compiler: str | None  # None: the host compiler
     link: str  # "shared" (a .so for this OS's loader) or "static" (system library linked into the runner)
     kernel_flags: tuple[str, ...] | None = None  # flags for kernels/ linked into model.so; None: no CPU kernels
+    int8_flags: tuple[str, ...] = ()  # added for the int8 kernel's sources (after kernel_flags: the last -march wins)
 
     @property
     def runs_here(self) -> bool:
@@ -27,6 +28,10 @@ class Target:
         """The runner core (native.BUILDS) a static runner of this target links: one per architecture."""
         return "aarch64" if self.cross_compiler else "host"
 
+
+# The int8 kernel on aarch64 multiplies with sdot (armv8.2-a dot product: phone cores from Cortex-A55 / A75 on);
+# the fp32 kernel keeps plain armv8-a, so fp32 builds still run on older cores.
+ARM_INT8 = ("-march=armv8.2-a+dotprod",)
 
 TARGETS: dict[str, Target] = {
     t.name: t
@@ -40,13 +45,13 @@ TARGETS: dict[str, Target] = {
         Target(
             "arm64", "aarch64 Linux CPU with NEON",
             {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
-            "aarch64-linux-gnu-g++", "shared", ("-march=armv8-a",),
+            "aarch64-linux-gnu-g++", "shared", ("-march=armv8-a",), ARM_INT8,
         ),
         Target(
             # A static executable needs no loader, so Android's kernel runs a glibc-linked one as any Linux does.
             "android-arm64", "aarch64 Android phone CPU (static runner with the model linked in)",
             {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
-            "aarch64-linux-gnu-g++", "static", ("-march=armv8-a",),
+            "aarch64-linux-gnu-g++", "static", ("-march=armv8-a",), ARM_INT8,
         ),
         Target("opencl", "mobile GPU via OpenCL (Mali / Adreno); compile-only here",
                {"kind": "opencl", "device": "mali"}, "aarch64-linux-gnu-g++", "source"),

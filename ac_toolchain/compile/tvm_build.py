@@ -1,9 +1,10 @@
 """Lower an ONNX model with TVM (relax frontend) and write ``<run>/<target>/``: the compiled module and a
 manifest with hashes, versions, target and I/O.
 
-CPU targets route their convolutions to the C++ kernel of kernels/ (compile/lowering.py), linked into
-model.so; the remaining ops (pools, residual adds, linear layers, the gathers of column-pruned convs) use
-TVM's default relax pipeline, unscheduled, unless ``--tune-trials`` tunes them (compile/tuning.py, x86).
+CPU targets route their convolutions to the C++ kernel of kernels/ (compile/lowering.py; the convs of an int8
+QDQ model to the int8 kernel), linked into model.so; the remaining ops (pools, residual adds, linear layers, the
+gathers of column-pruned convs) use TVM's default relax pipeline, unscheduled, unless ``--tune-trials`` tunes them
+(compile/tuning.py, x86).
 GPU targets get dlight's generic GPU rules, which is what makes them compile at all.
 """
 
@@ -26,7 +27,14 @@ import numpy as np
 import onnx
 
 from ac_toolchain import native
-from ac_toolchain.compile.lowering import kernel_objects, route_convolutions
+from ac_toolchain.compile.lowering import (
+    FP32_SOURCES,
+    INT8_SOURCES,
+    int8_path,
+    kernel_objects,
+    route_convolutions,
+    route_int8_convolutions,
+)
 from ac_toolchain.compile.targets import Target
 from ac_toolchain.compile.tuning import TUNING_DIR, check_tunable, has_records, tune, tuning_target
 from ac_toolchain.errors import TargetError
@@ -185,6 +193,22 @@ def _io(model: onnx.ModelProto) -> dict[str, Any]:
     return {"inputs": describe(model.graph.input), "outputs": describe(model.graph.output)}
 
 
+def _batch_of_one(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with a symbolic batch dimension (the QDQ models of int8/ have one) fixed to 1: the static runner
+    feeds one image, and its inputs and outputs need static shapes. A model without one is returned as it is."""
+    values = [*model.graph.input, *model.graph.output]
+    dims = [v.type.tensor_type.shape.dim[0] for v in values if v.type.tensor_type.shape.dim]
+    if all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
+        return model
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for v in [*fixed.graph.input, *fixed.graph.output]:
+        if v.type.tensor_type.shape.dim and not v.type.tensor_type.shape.dim[0].dim_value > 0:
+            v.type.tensor_type.shape.dim[0].dim_value = 1
+    del fixed.graph.value_info[:]  # intermediate shapes with the symbolic batch: the importer infers them again
+    return fixed
+
+
 def compile_onnx(onnx_path: Path, target: Target, out_dir: Path, tune_trials: int = 0) -> dict[str, Any]:
     """Import, build and export; returns (and writes) the manifest. ``tune_trials`` MetaSchedule candidates tune
     what TVM compiles itself (x86 only); tuning records already in ``out_dir/tuning`` are applied either way."""
@@ -195,6 +219,8 @@ def compile_onnx(onnx_path: Path, target: Target, out_dir: Path, tune_trials: in
 
     start = time.perf_counter()
     model = onnx.load(str(onnx_path))
+    if target.link == "static":
+        model = _batch_of_one(model)
     work_dir = out_dir / TUNING_DIR
     tuned = bool(tune_trials) or has_records(work_dir)
     tvm_target = tuning_target(target) if tuned else _tvm_target(target)
@@ -202,9 +228,12 @@ def compile_onnx(onnx_path: Path, target: Target, out_dir: Path, tune_trials: in
     with quiet_native_stderr():
         mod = from_onnx(model, keep_params_in_input=False)
         routed: list[tuple[int, int, bool]] = []
+        routed_int8: list[tuple[int, int, bool]] = []
         if target.kernel_flags is not None:
+            mod, routed_int8 = route_int8_convolutions(mod)  # QDQ convs first: what they decline goes to fp32
             mod, routed = route_convolutions(mod)
-        addons = kernel_objects(target) if routed else []
+        sources = (FP32_SOURCES if routed else ()) + (INT8_SOURCES if routed_int8 else ())
+        addons = kernel_objects(target, sources) if sources else []
         if target.link == "source":
             mod = _gpu_schedules(mod, tvm_target)
         tuning_seconds = 0.0
@@ -218,12 +247,16 @@ def compile_onnx(onnx_path: Path, target: Target, out_dir: Path, tune_trials: in
         "target": target.name, "tvm_target": str(tvm_target), "tvm_version": tvm.__version__, "link": target.link,
         "source_onnx": str(onnx_path), "source_sha256": sha256(onnx_path), **_io(model),
         "files": {f.name: {"sha256": sha256(f), "bytes": f.stat().st_size} for f in files},
-        "schedules": _schedules(target, routed, tuned),
+        "schedules": _schedules(target, routed, tuned, len(routed_int8)),
         "tuning": {"trials": tune_trials, "dir": str(work_dir), "seconds": round(tuning_seconds, 3)}
         if tuned else None,
         "kernel_convolutions": len(routed),
         "kernel_rows": {"kept": sum(r[0] for r in routed), "total": sum(r[1] for r in routed)},
         "kernel_fused_residuals": sum(r[2] for r in routed),
+        "kernel_int8_convolutions": len(routed_int8),
+        "kernel_int8_rows": {"kept": sum(r[0] for r in routed_int8), "total": sum(r[1] for r in routed_int8)},
+        "kernel_int8_fused_residuals": sum(r[2] for r in routed_int8),
+        "kernel_int8_path": int8_path(target) if routed_int8 else None,
         "build_seconds": round(time.perf_counter() - start, 3),
         "command": " ".join(sys.argv),
     }  # fmt: skip
@@ -231,10 +264,15 @@ def compile_onnx(onnx_path: Path, target: Target, out_dir: Path, tune_trials: in
     return manifest
 
 
-def _schedules(target: Target, routed: list[tuple[int, int, bool]], tuned: bool) -> str:
+def _schedules(target: Target, routed: list[tuple[int, int, bool]], tuned: bool, int8: int = 0) -> str:
     if target.link == "source":
         return "dlight generic GPU rules"
     rest = "MetaSchedule-tuned (tuning/)" if tuned else "default relax pipeline"
+    if int8:  # an int8 QDQ model: said apart, and an fp32 build's line stays as it was
+        return (
+            f"{int8} int8 convolutions on the kernels/ int8 compact-conv kernel, {len(routed)} on the fp32 one; "
+            f"other ops: {rest}"
+        )
     return f"{len(routed)} convolutions on the kernels/ compact-conv kernel; other ops: {rest}"
 
 
