@@ -1,7 +1,7 @@
-"""``ac bench RUN --bench D``: build a run's dense and compressed models as static runners for the device (its
-compile target comes from ac_toolchain/platform.py), measure both there (android_bench), check the outputs against
-torch where the device runs on this machine, and write ``<run>/bench/<device>.json`` plus the speed-up into the
-run's report.
+"""``ac bench RUN --bench D``: build a run's dense and compressed models (and its int8 compressed model, where the
+run was quantized) as static runners for the device (its compile target comes from ac_toolchain/platform.py),
+measure them there (android_bench), check the outputs against torch (int8: against our simulation) where the
+device runs on this machine, and write ``<run>/bench/<device>.json`` plus the speed-up into the run's report.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ac_toolchain.compile.tvm_build import TVM_ONNX, compile_onnx, sha256
 from ac_toolchain.context import build, example_input
 from ac_toolchain.errors import CheckpointError, DeviceError
 from ac_toolchain.platform import bench_row, runner_target
+from ac_toolchain.quantize.simulate import QdqSimulation, output_step
 from ac_toolchain.report.records import BenchEntry, read_report
 from ac_toolchain.report.render import write_report
 from ac_toolchain.runs import load_state_dict, safe_name
@@ -28,7 +29,10 @@ from android_bench.devices import get_device
 from android_bench.local import infer
 
 VARIANTS = {"dense": "dense.onnx", "compressed": TVM_ONNX}  # what each variant compiles, inside the run
+INT8 = "compressed int8"  # a third variant where the run was quantized (--quantize int8, ac quantize RUN)
+INT8_ONNX = "int8/model.int8.onnx"
 OUTPUT_TOLERANCE = 1e-4  # max |runner - torch| on the logits
+INT8_STEPS = 2.0  # max |int8 runner - simulation| on the logits, in output quantization steps
 QUICK = BenchSettings(warmup=3, runs=20, min_seconds=0.5)  # the bench at the end of `ac compress`
 
 
@@ -60,7 +64,10 @@ def run_artifacts(run_dir: Path, target: Target) -> dict[str, Path]:
     artifacts = {v: root / f"{target.name}-{v}" for v in VARIANTS}
     if is_built(run_dir / target.name, run_dir / VARIANTS["compressed"], target):
         artifacts["compressed"] = run_dir / target.name  # `ac compress --target android-arm64` built it already
-    return {v: build_artifact(run_dir / VARIANTS[v], target, out) for v, out in artifacts.items()}
+    sources = dict(VARIANTS)
+    if (run_dir / INT8_ONNX).is_file():  # its convs run on the int8 kernel (compile/lowering.py)
+        artifacts[INT8], sources[INT8] = root / f"{target.name}-int8", INT8_ONNX
+    return {v: build_artifact(run_dir / sources[v], target, out) for v, out in artifacts.items()}
 
 
 def torch_outputs(run_dir: Path, x: torch.Tensor, num_classes: int) -> np.ndarray:
@@ -82,6 +89,22 @@ def check_outputs(run_dir: Path, artifact: Path, device: Device) -> dict[str, An
         raise DeviceError(f"{artifact}: outputs on {device.name} differ from torch by {diff:.2e} "
                           f"(> {OUTPUT_TOLERANCE})")  # fmt: skip
     return {"status": "ok", "max_abs_diff": diff, "against": "torch, compressed.pt, the run's example input"}
+
+
+def check_int8_outputs(run_dir: Path, artifact: Path, device: Device) -> dict[str, Any]:
+    """The int8 artifact against our simulation of its QDQ model on the run's example input, in output steps: the
+    kernel rounds a conv chain's two quantizations once (compile/lowering.py), so up to two steps apart."""
+    read_back = bench_row(device).read_back
+    if read_back is None:
+        return {"status": "not checked: outputs cannot be read back from this device"}
+    x = example_input(cfgmod.load(run_dir / "config.toml"))
+    got = infer(artifact, [x.numpy()], list(read_back))[0]
+    want, step = QdqSimulation(run_dir / INT8_ONNX)(x).numpy(), output_step(run_dir / INT8_ONNX)
+    steps = float(np.abs(got - want).max() / step)
+    if steps > INT8_STEPS:
+        raise DeviceError(f"{artifact}: int8 outputs on {device.name} differ from the simulation by {steps:.2f} "
+                          f"output steps (> {INT8_STEPS})")  # fmt: skip
+    return {"status": "ok", "max_steps": round(steps, 3), "against": f"our simulation of {INT8_ONNX}"}
 
 
 def bench_json(run_dir: Path, device: str) -> Path:
@@ -120,6 +143,8 @@ def bench_run(
         out = bench_json(run_dir, device.name)
         result = bench(device, artifacts, settings, out)
         result["output_check"] = check_outputs(run_dir, artifacts["compressed"], device)
+        if INT8 in artifacts:
+            result["output_check_int8"] = check_int8_outputs(run_dir, artifacts[INT8], device)
         write_json(out, result)
         update_report(run_dir, result)
         if cleanup and hasattr(device, "cleanup"):

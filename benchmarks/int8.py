@@ -1,5 +1,5 @@
 """int8 against fp32, dense against compact, side by side: top-1, file bytes, host latency, and where the run was
-benched on qemu-arm64 its fp32 instruction counts.
+benched on qemu-arm64 its instruction counts.
 
     python -m benchmarks.int8 --run RUN [--run RUN ...] [--model lenet5 [--preset cpu]] [--calibration percentile]
 
@@ -8,8 +8,9 @@ first, or reused from ``--workdir``), the Quantize stage's comparison (ac_toolch
 and the compact model as fp32 ONNX and as int8 QDQ ONNX by onnxruntime's ``quantize_static`` (per-channel int8
 weights, per-tensor int8 activations, BN folded), each run by onnxruntime on the run's test split and timed on one
 thread. The compact int8 model against the compact fp32 one is a paired per-image difference with its 95 %
-t-interval (benchmarks/versus_run.py). Our int8 kernel is not lowered into the TVM build yet, so the int8 models
-here are onnxruntime's. Writes benchmarks/results/<out>.{json,md,png}.
+t-interval (benchmarks/versus_run.py). With ``--qemu`` each run is also benched on qemu-arm64 (``ac bench``): the
+dense and compact fp32 models and the compact int8 one, whose convs run on our int8 kernel, in instructions per
+inference. Writes benchmarks/results/<out>.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 
 import ac_toolchain as ac
 from ac_toolchain import config as cfgmod
+from ac_toolchain.bench_run import INT8, QUICK, bench_run
 from ac_toolchain.context import load_splits
 from ac_toolchain.quantize import predict_onnx, quantize_run
 from ac_toolchain.quantize.run import QAT
@@ -57,17 +59,21 @@ def _finished(runs: Path) -> list[Path]:
 
 
 def _instructions(run: Path) -> dict[str, int]:
-    """The qemu-arm64 instruction counts of the run's dense and compressed fp32 builds, if it was benched there."""
+    """The qemu-arm64 instruction counts of the run's dense, compressed and int8 builds, if it was benched there."""
     path = run / "bench" / "qemu-arm64.json"
     if not path.is_file():
         return {}
     variants = json.loads(path.read_text())["variants"]
-    return {"dense fp32": variants["dense"]["instructions"], "compact fp32": variants["compressed"]["instructions"]}
+    names = {"dense": "dense fp32", "compressed": "compact fp32", INT8: "compact int8"}
+    return {names[v]: variants[v]["instructions"] for v in names if v in variants}
 
 
-def measure(run: Path, settings: cfgmod.QuantizeConfig) -> dict[str, Any]:
-    """One run's four models, and compact int8 against compact fp32 image by image."""
+def measure(run: Path, settings: cfgmod.QuantizeConfig, qemu: bool) -> dict[str, Any]:
+    """One run's four models (with ``qemu``: dense fp32, compact fp32 and compact int8 built and counted on
+    qemu-arm64), and compact int8 against compact fp32 image by image."""
     record = quantize_run(run, settings)
+    if qemu:
+        bench_run(run, "qemu-arm64", QUICK)
     cfg = cfgmod.load(run / "config.toml")
     test = make_loader(load_splits(cfg).test, 256, shuffle=False)
     right = {}
@@ -87,8 +93,9 @@ def measure(run: Path, settings: cfgmod.QuantizeConfig) -> dict[str, Any]:
 def markdown(doc: dict[str, Any]) -> str:
     lines = [f"# int8 vs fp32, dense vs compact ({doc['calibration']} calibration, {doc['calib_batches']} batches)",
              "", f"`{doc['command']}` on {doc['machine']}, torch {doc['torch']}. Top-1 on each run's test split by "
-             "onnxruntime; host ms: median of one image through onnxruntime on one thread; qemu: instructions of the "
-             "TVM build (fp32 only: our int8 kernel is not lowered yet).", "",
+             "onnxruntime; host ms: median of one image through onnxruntime on one thread; qemu: instructions per "
+             "inference of the TVM build for android-arm64 (int8: its convs on our int8 kernel, with dot product).",
+             "",
              "| model (params ×) | variant | top-1 | bytes | host ms | qemu-arm64 instructions |",
              "|---|---|---:|---:|---:|---:|"]  # fmt: skip
     for row in doc["rows"]:
@@ -144,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calib-batches", type=int, default=8)
     parser.add_argument("--qat-epochs", type=int, default=0, help="add the compact model after QAT (a fifth model)")
     parser.add_argument("--qat-lr", type=float, default=cfgmod.QuantizeConfig.qat_lr)
+    parser.add_argument("--qemu", action="store_true", help="also build and count each run on qemu-arm64")
     parser.add_argument("--out", default="int8")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     argv = sys.argv[1:] if argv is None else argv
@@ -159,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": " ".join(["python -m benchmarks.int8", *argv]), "rows": [],
     }  # fmt: skip
     for run in runs:
-        doc["rows"].append(measure(run, settings))
+        doc["rows"].append(measure(run, settings, args.qemu))
         print(json.dumps({k: doc["rows"][-1][k] for k in ("model", "size_ratio", "int8_minus_fp32")}), flush=True)
         peers.write(doc, args.results_dir, args.out, markdown, plot)
 

@@ -164,6 +164,15 @@ class QdqSimulation:
         return values[self.output]
 
 
+def output_step(path: Path) -> float:
+    """The quantization step of a QDQ model's output: the scale of the DequantizeLinear that produces it."""
+    model = onnx.load(str(path))
+    node = next((n for n in model.graph.node if model.graph.output[0].name in n.output), None)
+    if node is None or node.op_type != "DequantizeLinear":
+        raise ModelError(f"{path.name}: the output is not dequantized int8 (not a QDQ model)")
+    return float({t.name: numpy_helper.to_array(t) for t in model.graph.initializer}[node.input[1]])
+
+
 def simulate_predictions(path: Path, loader: Iterable[Any]) -> tuple[np.ndarray, np.ndarray]:
     """(predicted class, label) per image of ``loader``'s ``(x, y)`` batches, by the torch simulation."""
     sim = QdqSimulation(path)

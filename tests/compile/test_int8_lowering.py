@@ -10,7 +10,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import numpy_helper
 
 import ac_toolchain as ac
 from ac_toolchain import native
@@ -18,6 +17,7 @@ from ac_toolchain.compile import get_target
 from ac_toolchain.compile.lowering import int8_path
 from ac_toolchain.compile.tvm_build import compile_onnx, load_host_module
 from ac_toolchain.quantize import QdqSimulation, export_fp32, quantize_onnx
+from ac_toolchain.quantize.simulate import output_step
 from android_bench.device import BenchSettings
 from android_bench.qemu import QemuDevice
 
@@ -46,14 +46,6 @@ def qdq(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]
     return out
 
 
-def _output_step(path: Path) -> float:
-    """The quantization step of the model's output: the scale of the DequantizeLinear that produces it."""
-    model = onnx.load(str(path))
-    (node,) = [n for n in model.graph.node if model.graph.output[0].name in n.output]
-    assert node.op_type == "DequantizeLinear"
-    return float({t.name: numpy_helper.to_array(t) for t in model.graph.initializer}[node.input[1]])
-
-
 def _quantized_adds(path: Path) -> int:
     """Shortcut adds whose result (after its Relu) is quantized: the ones the kernel fuses. ResNet's last block
     (Add -> Relu -> ReduceMean) is not quantized, so its add stays with TVM in fp32."""
@@ -80,7 +72,7 @@ def _check_outputs(got: np.ndarray, path: Path, x: np.ndarray) -> None:
     """Within two output steps of onnxruntime's semantics, and the same class: the kernel rounds a conv chain's
     two quantizations (Conv -> Q -> DQ -> Relu -> Q) once (lowering.py's docstring)."""
     want = QdqSimulation(path)(torch.from_numpy(x)).numpy()
-    step = _output_step(path)
+    step = output_step(path)
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= 2 * step * 1.001, (np.abs(got - want).max() / step, step)
     assert np.abs(got - want).mean() <= 0.25 * step

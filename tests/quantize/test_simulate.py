@@ -9,12 +9,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import helper, numpy_helper
+from onnx import helper
 
 import ac_toolchain as ac
 from ac_toolchain.errors import ModelError
 from ac_toolchain.quantize import QdqSimulation, export_fp32, quantize_onnx
 from ac_toolchain.quantize.ptq import session
+from ac_toolchain.quantize.simulate import output_step
 
 CASES = [  # (model, input shape, scheme, options)
     ("lenet5", (1, 1, 28, 28), "filter+column", {}),
@@ -35,15 +36,6 @@ def _qdq(tmp: Path, name: str, shape: tuple[int, ...], scheme: str, activations:
     return quantize_onnx(fp32, tmp / "int8.onnx", calib, 2, "minmax", activations)
 
 
-def _output_step(path: Path) -> float:
-    """The quantization step of the model's output: the scale of the DequantizeLinear that produces it."""
-    model = onnx.load(str(path))
-    (node,) = [n for n in model.graph.node if model.graph.output[0].name in n.output]
-    assert node.op_type == "DequantizeLinear"
-    scales = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    return float(scales[node.input[1]])
-
-
 @pytest.mark.parametrize(("name", "shape", "scheme", "options"), CASES)
 @pytest.mark.parametrize("activations", ["int8", "uint8"])
 def test_the_simulation_gives_onnxruntimes_outputs(tmp_path: Path, name: str, shape: tuple[int, ...], scheme: str,
@@ -52,7 +44,7 @@ def test_the_simulation_gives_onnxruntimes_outputs(tmp_path: Path, name: str, sh
     x = torch.randn(32, *shape[1:], generator=torch.Generator().manual_seed(2))
     ours = QdqSimulation(path)(x).numpy()
     (theirs,) = session(path).run(None, {"input": x.numpy()})
-    step = _output_step(path)
+    step = output_step(path)
     # equal up to one output step: onnxruntime may run fused int8 kernels that round an int32 sum once
     assert np.abs(ours - theirs).max() <= step * 1.001, (np.abs(ours - theirs).max(), step)
     assert np.abs(ours - theirs).mean() <= 0.05 * step  # and almost always exactly
