@@ -75,9 +75,10 @@ class QuietUserError(UserError):
 LAUNCHER_ENV = "AC_LAUNCHER"  # set by `ac compress --nproc-per-node N` for its workers
 
 
-def launch(nproc: int, args: list[str]) -> None:
+def launch(nproc: int, args: list[str], max_restarts: int = 0) -> None:
     """``ac compress ARGS`` on ``nproc`` local processes through torch.distributed.run (torchrun, standalone
-    rendezvous); the first failing rank's error is the one line printed, exit code 2."""
+    rendezvous; ``max_restarts`` restarts of the group after a failure, each resuming the run directory); the first
+    failing rank's error is the one line printed, exit code 2."""
     import logging
 
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -86,7 +87,8 @@ def launch(nproc: int, args: list[str]) -> None:
 
     logging.getLogger("torch.distributed").setLevel(logging.CRITICAL)  # the failure is said once, below
     os.environ[LAUNCHER_ENV] = "1"
-    argv = ["--standalone", "--nproc-per-node", str(nproc), "--module", "ac_toolchain", "compress", *args]
+    argv = ["--standalone", "--nproc-per-node", str(nproc), "--max-restarts", str(max_restarts), "--module",
+            "ac_toolchain", "compress", *args]  # fmt: skip
     try:
         torchrun(get_args_parser().parse_args(argv))
     except ChildFailedError as exc:
@@ -137,7 +139,15 @@ def overrides_from(kwargs: dict[str, Any]) -> dict[str, Any]:
 def resolve(model: str, preset: str | None, kwargs: dict[str, Any]) -> cfgmod.CompressConfig:
     cfg, used = cfgmod.resolve(model, preset, overrides_from(kwargs))
     console.print(f"model [bold]{cfg.model.arch}[/], preset [bold]{used or 'none'}[/], data {cfg.data.dataset}")
+    check_training_device(cfg)
     return cfg
+
+
+def check_training_device(cfg: cfgmod.CompressConfig) -> None:
+    """``train.amp``, ``train.sync_bn`` and ``train.pin_memory`` need CUDA: refused before any work otherwise."""
+    from ac_toolchain.train import check_device_options, pick_device
+
+    check_device_options(cfg.train, pick_device(cfg.run.device))
 
 
 @click.group(epilog="Example:  ac compress resnet18 --target arm64")
@@ -156,9 +166,13 @@ def main() -> None:
 @click.option("--nproc-per-node", "nproc", type=click.IntRange(min=1),
               help="run on N local processes (torchrun --standalone; docs/distributed.md): every training loop "
               "data-parallel, rank 0 writes the run directory")  # fmt: skip
+@click.option("--max-restarts", "max_restarts", type=click.IntRange(min=0), default=0, show_default=True,
+              help="with --nproc-per-node: times torchrun restarts the processes after one fails (a killed worker); "
+              "each restart resumes the run directory from its newest checkpoint")  # fmt: skip
 @config_options
 @handle_errors
-def compress(model: str | None, preset: str | None, resume: Path | None, nproc: int | None, **kwargs: Any) -> None:
+def compress(model: str | None, preset: str | None, resume: Path | None, nproc: int | None, max_restarts: int,
+             **kwargs: Any) -> None:  # fmt: skip
     """Compress MODEL (zoo name, recipe .toml, or file.py:Builder) and report the result.
 
     Trains (or loads with --dense) the dense model, then runs --search-rounds rounds toward the final
@@ -172,30 +186,44 @@ def compress(model: str | None, preset: str | None, resume: Path | None, nproc: 
     from ac_toolchain.compress import compress as run_compress
 
     console.quiet = not distributed.is_main()  # under torchrun rank 0 alone prints
+    if max_restarts and not nproc:
+        raise ConfigError("--max-restarts restarts the processes of --nproc-per-node N; give both (under torchrun: "
+                          "torchrun --max-restarts K)")  # fmt: skip
     if resume is not None:
         if model or preset or overrides_from(kwargs):
             raise ConfigError("--resume continues a run with its saved config.toml; give no MODEL, preset or flags")
         if not (resume / "config.toml").is_file():
             raise CheckpointError(f"{resume} is not a run directory (no config.toml); pass the folder under runs/")
         cfg = cfgmod.load(resume / "config.toml")
+        check_training_device(cfg)
         if nproc and not distributed.launched():
-            return launch(nproc, ["--resume", str(resume)])
+            return launch(nproc, ["--resume", str(resume)], max_restarts)
         run_compress(cfg, run_dir=resume)
         return
     if model is None:
         raise ConfigError("give a MODEL (e.g. `ac compress resnet18`) or --resume RUN_DIR")
     cfg = resolve(model, preset, kwargs)  # a bad flag stops here, before any process starts
     if nproc and not distributed.launched():
-        return _launch_config(nproc, cfg)
-    run_compress(cfg)
+        return _launch_config(nproc, cfg, max_restarts)
+    earlier = distributed.earlier_run(Path(cfg.run.runs_dir), functools.partial(_saved_config_is, cfg))
+    if earlier is not None:  # torchrun restarted the group (--max-restarts): resume what the last attempt wrote
+        console.print(f"torchrun restart {distributed.restarts()}: resuming {earlier}")
+    run_compress(cfg, run_dir=earlier)
 
 
-def _launch_config(nproc: int, cfg: cfgmod.CompressConfig) -> None:
+def _saved_config_is(cfg: cfgmod.CompressConfig, run_dir: Path) -> bool:
+    try:
+        return cfgmod.load(run_dir / "config.toml") == cfg
+    except USER_ERRORS:  # a run directory of another version: not this launch's
+        return False
+
+
+def _launch_config(nproc: int, cfg: cfgmod.CompressConfig, max_restarts: int) -> None:
     """The resolved config goes to the workers as a recipe file (config.toml re-runs the same job)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "config.toml"
         cfgmod.save(cfg, path)
-        launch(nproc, [str(path)])
+        launch(nproc, [str(path)], max_restarts)
 
 
 @main.command(epilog="Example:  ac train lenet5 --train-epochs 5")
@@ -393,7 +421,9 @@ def _prune_round(checkpoint: str, out: Path | None, overrides: dict[str, Any]) -
     cfg = _config_beside(path)
     fixed = {"search.method": "uniform", "search.rounds": 1, **{k: 0.0 for k in cfgmod.GOAL_KEYS}}  # given rates
     cfgmod.apply_overrides(cfg, {**overrides, **fixed, "model.checkpoint": str(path)}, "command-line flags")
-    run = open_run(cfgmod.validate(cfg))
+    cfg = cfgmod.validate(cfg)
+    check_training_device(cfg)
+    run = open_run(cfg)
     state = run_stages(run, until(pipeline(run), RoundStage), new_state(run))
     parts = {k: _plain(v) for k, v in round_parts(state).items()}
     results = {**parts, "compressed": asdict(measure(run, state.model, "compressed")), "timings": run.timings}

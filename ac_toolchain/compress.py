@@ -16,10 +16,13 @@ from ac_toolchain.latency_tables import check_profilable
 from ac_toolchain.pipeline import new_state, pipeline, run_stages
 from ac_toolchain.platform import Platform
 from ac_toolchain.report.records import Report
+from ac_toolchain.train import check_device_options, pick_device
 
 
 def _check_platform(cfg: CompressConfig, platform: Platform) -> None:
-    """Before anything trains: the toolchain of the target, and the device a latency goal measures on."""
+    """Before anything trains: the toolchain of the target, the device a latency goal measures on, and the
+    CUDA-only training options."""
+    check_device_options(cfg.train, pick_device(cfg.run.device))
     platform.check(cfg.run.tune_trials)
     if "latency" in cfgmod.goals(cfg.search):
         check_profilable(platform.require_latency_device())

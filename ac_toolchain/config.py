@@ -25,6 +25,7 @@ GOAL_KEYS = {"search.params_x": "params", "search.flops_x": "flops", "search.lat
 ENERGIES = ("points", "fraction")
 PRUNE_METHODS = ("admm", "oneshot")
 PURIFY_CRITERIA = ("paired", "tolerance")  # ac_toolchain/prune/purify.py: CRITERIA
+AMP_MODES = ("off", "bf16", "fp16")  # train.amp: ac_toolchain/train.py
 QUANTIZE_MODES = ("off", "int8")
 CALIBRATIONS = ("minmax", "percentile", "entropy")  # ac_toolchain/quantize/ptq.py maps each to onnxruntime's
 
@@ -68,6 +69,15 @@ class TrainConfig:
     min_above_chance: float = _opt(5.0, "the run stops after the Dense stage when the dense model's validation "
                                    "top-1 (test top-1 without a validation split) is less than this many points "
                                    "above chance (100 / classes); 0 = off", min=0.0)  # fmt: skip
+    amp: str = _opt("off", "mixed precision for training on CUDA: bf16 (autocast), fp16 (autocast and a gradient "
+                    "scaler) or off; anything but off on CPU is an error", choices=AMP_MODES)  # fmt: skip
+    sync_bn: bool = _opt(False, "under torchrun on CUDA: BatchNorm as SyncBatchNorm while training, statistics "
+                         "over the global batch (true / false); torch has it on GPUs only, so on CPU it is an "
+                         "error")  # fmt: skip
+    num_workers: int = _opt(0, "DataLoader worker processes for the training batches (0 = in the main process)",
+                            min=0)  # fmt: skip
+    pin_memory: bool = _opt(False, "page-locked host memory for the training batches, for faster copies to CUDA "
+                            "(true / false); on CPU it is an error")  # fmt: skip
 
 
 @dataclass

@@ -9,9 +9,10 @@ rank uses its ``LOCAL_RANK`` device (docs/distributed.md).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -19,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ac_toolchain.errors import ACError
+from ac_toolchain.runs import CHECKPOINT_RE
 
 T = TypeVar("T")
 _local = {"alone": False}  # True inside alone(): rank 0's solo work, no collectives
@@ -31,6 +33,51 @@ class DistributedError(ACError):
 def launched() -> bool:
     """True when torchrun (or another torch.distributed launcher) started this process."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def launch_id() -> str | None:
+    """The id of this torchrun launch, the same on every rank and in every restart of the group: torchrun's run
+    id (a fresh uuid under ``--standalone``, which ``ac compress --nproc-per-node`` uses; the job's ``--rdzv-id``
+    on more than one node; ``none`` when neither is given). None without a launch."""
+    return os.environ.get("TORCHELASTIC_RUN_ID", "none") if launched() else None
+
+
+def restarts() -> int:
+    """How often torchrun has restarted the group so far (``--max-restarts``): 0 on the first attempt."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) if launched() else 0
+
+
+def earlier_run(runs_dir: Path, same: Callable[[Path], bool]) -> Path | None:
+    """After torchrun restarted the group: the run directory this launch's earlier attempt wrote, to resume.
+
+    That is the directory in ``runs_dir`` (``same(run_dir)`` true: the same config) holding a checkpoint that
+    :func:`~ac_toolchain.train.fit` stamped with this :func:`launch_id`; under the non-unique id ``none``, the
+    one of them with the newest checkpoint. None on the first attempt, without a launch, or when the earlier
+    attempt stopped before its first checkpoint (there is nothing to resume then). Every rank looks on its own,
+    before the group is up: the earlier attempt's ranks have all stopped, so they all see the same files, and a
+    checkpoint being written when a rank was killed is a hidden temporary file (``runs.atomic_save``), never
+    one of these.
+    """
+    me = launch_id()
+    if me is None or restarts() == 0 or not Path(runs_dir).is_dir():
+        return None
+    found: list[tuple[float, Path]] = []
+    for run_dir in Path(runs_dir).iterdir():
+        if not (run_dir / "config.toml").is_file() or (run_dir / "report.json").is_file() or not same(run_dir):
+            continue
+        for ckpt in (run_dir / "checkpoints").glob("*.pt"):
+            if CHECKPOINT_RE.match(ckpt.name) and _stamp(ckpt) == me:
+                found.append((ckpt.stat().st_mtime, run_dir))
+    return max(found)[1] if found else None
+
+
+def _stamp(checkpoint: Path) -> str | None:
+    """The launch id in a checkpoint (memory-mapped: the weights are not read)."""
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not ours to judge here: resuming reads it again and says what is wrong
+        return None
+    return state.get("launch") if isinstance(state, dict) else None
 
 
 def active() -> bool:
@@ -63,11 +110,34 @@ def init(device: torch.device, timeout_s: float) -> torch.device:
         device = _local_device(device)
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
+    timeout = timedelta(seconds=timeout_s)
     try:
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+        store = _restart_store(timeout)
+        if store is None:
+            dist.init_process_group(backend, timeout=timeout)
+        else:
+            dist.init_process_group(backend, store=store, rank=int(os.environ["RANK"]),
+                                    world_size=int(os.environ["WORLD_SIZE"]), timeout=timeout)  # fmt: skip
     except Exception as exc:
         raise DistributedError(f"cannot join the torchrun process group ({backend}): {_first_line(exc)}") from None
     return device
+
+
+def _restart_store(timeout: timedelta) -> dist.Store | None:
+    """After a restart on one node: torchrun's store under a prefix of this attempt's own, else None (torch's
+    ``env://`` rendezvous).
+
+    torchrun's agent hosts the store the workers meet in (``TORCHELASTIC_USE_AGENT_STORE``) and keeps it across
+    restarts with the previous attempt's keys in it, so a restarted rank can read a dead rank's address and hang
+    or fail connecting (pytorch/pytorch#135712). On one node the restart count is the same for every rank and
+    makes a fresh namespace; on more than one node it is not (each node's agent counts its own), so there the
+    launch sets ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` instead (docs/distributed.md)."""
+    shared = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    if not shared or restarts() == 0 or os.environ.get("GROUP_WORLD_SIZE", "1") != "1":
+        return None
+    agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"]),
+                          is_master=False, timeout=timeout)  # fmt: skip
+    return dist.PrefixStore(f"/ac_toolchain/attempt_{restarts()}", agent)
 
 
 def _local_device(device: torch.device) -> torch.device:
@@ -152,6 +222,29 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
         return model
     ids = [device] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+@contextmanager
+def sync_batchnorm(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+    """Inside: every BatchNorm of ``model`` is a :class:`~torch.nn.SyncBatchNorm` (statistics over all ranks'
+    images of a batch) sharing the BatchNorm's parameters and statistics; after it the BatchNorms are back, with
+    what training did to them, so the pruning, export and compile stages see plain BatchNorm again.
+
+    Only under a process group (a single process has nothing to synchronise); torch's SyncBatchNorm trains on
+    GPUs only (``train.sync_bn`` on CPU is refused before any work: ``train.check_device_options``)."""
+    swaps = []
+    if enabled and active():
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, nn.SyncBatchNorm):
+                    setattr(parent, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+                    swaps.append((parent, name, child))
+    try:
+        yield model
+    finally:
+        for parent, name, child in swaps:
+            child.train(getattr(parent, name).training)
+            setattr(parent, name, child)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

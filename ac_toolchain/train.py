@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -106,13 +106,54 @@ class FitSettings:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     max_batches: int = 0
+    amp: str = "off"  # train.amp: off, bf16 or fp16 (CUDA only)
+    sync_bn: bool = False  # train.sync_bn: SyncBatchNorm under a process group (CUDA only)
+    num_workers: int = 0  # train.num_workers: the training loader's worker processes
+    pin_memory: bool = False  # train.pin_memory: page-locked training batches (CUDA only)
 
     @classmethod
     def from_config(cls, train: TrainConfig, epochs: int, lr: float) -> FitSettings:
-        """The ``[train]`` section's optimiser knobs, by name; ``epochs`` and ``lr`` say which training this is
-        (dense: ``train.epochs`` / ``train.lr``; ADMM: its epochs / ``admm.lr``; retraining: ``prune.finetune_*``)."""
+        """The ``[train]`` section's optimiser and loader knobs, by name; ``epochs`` and ``lr`` say which training
+        this is (dense: ``train.epochs`` / ``train.lr``; ADMM: its epochs / ``admm.lr``; retraining:
+        ``prune.finetune_*``)."""
         return cls(epochs=epochs, lr=lr, batch_size=train.batch_size, momentum=train.momentum,
-                   weight_decay=train.weight_decay, max_batches=train.max_batches)  # fmt: skip
+                   weight_decay=train.weight_decay, max_batches=train.max_batches, amp=train.amp,
+                   sync_bn=train.sync_bn, num_workers=train.num_workers, pin_memory=train.pin_memory)  # fmt: skip
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_device_options(train: TrainConfig | FitSettings, device: torch.device) -> None:
+    """``train.amp``, ``train.sync_bn`` and ``train.pin_memory`` do something on CUDA only: asked for on another
+    device, they are a ConfigError (the CLI checks before any work; :func:`fit` again before training)."""
+    if device.type == "cuda":
+        return
+    wrong = [f"train.amp = {train.amp} (--train-amp off)"] if train.amp != "off" else []
+    wrong += ["train.sync_bn = true (torch's SyncBatchNorm runs on GPUs only)"] if train.sync_bn else []
+    wrong += ["train.pin_memory = true"] if train.pin_memory else []
+    if wrong:
+        raise ConfigError(f"{'; '.join(wrong)}: CUDA only, but the device is {device.type}; turn "
+                          f"{'it' if len(wrong) == 1 else 'them'} off or use --device cuda")  # fmt: skip
+
+
+class Precision:
+    """``train.amp`` in the training step: autocast to bf16 or fp16 around the forward pass and the loss, and for
+    fp16 a GradScaler (small fp16 gradients underflow to zero without it). ``off`` adds nothing to the step.
+
+    Refused on CPU by :func:`check_device_options`; the class itself takes any device type torch's autocast
+    does, which lets the tests run the step's code on CPU."""
+
+    def __init__(self, mode: str, device_type: str) -> None:
+        if mode != "off" and mode not in AMP_DTYPES:
+            raise ConfigError(f"train.amp = {mode!r}: use off, bf16 or fp16")
+        self.mode, self.device_type = mode, device_type
+        self.scaler = torch.amp.GradScaler(device_type) if mode == "fp16" else None
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        if self.mode == "off":
+            return nullcontext()
+        return torch.autocast(self.device_type, dtype=AMP_DTYPES[self.mode])
 
 
 def pick_device(name: str) -> torch.device:
@@ -135,9 +176,13 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def make_loader(ds: Dataset[Any], batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader[Any]:
+def make_loader(ds: Dataset[Any], batch_size: int, shuffle: bool, seed: int = 0, workers: int = 0,
+                pin: bool = False) -> DataLoader[Any]:  # fmt: skip
+    """The loader of ``ds``; shuffled by a generator seeded ``seed`` (the order is drawn in this process, so it
+    does not depend on ``workers``, the worker processes that load the batches)."""
     gen = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=workers,
+                      pin_memory=pin)  # fmt: skip
 
 
 class _Indices(Dataset[int]):
@@ -179,14 +224,15 @@ class RankBatches(Sampler[list[int]]):
         return self.ranks * size / total
 
 
-def train_loader(ds: Dataset[Any], batch_size: int, seed: int, epoch: int) -> DataLoader[Any]:
+def train_loader(ds: Dataset[Any], batch_size: int, seed: int, epoch: int, workers: int = 0,
+                 pin: bool = False) -> DataLoader[Any]:  # fmt: skip
     """The epoch's shuffled loader, seeded ``seed + epoch``; under torchrun this rank's share of each of its
-    batches (:class:`RankBatches`)."""
+    batches (:class:`RankBatches`). ``workers`` and ``pin``: ``train.num_workers``, ``train.pin_memory``."""
     if not distributed.active():
-        return make_loader(ds, batch_size, shuffle=True, seed=seed + epoch)
+        return make_loader(ds, batch_size, shuffle=True, seed=seed + epoch, workers=workers, pin=pin)
     batches = RankBatches(len(ds), batch_size, seed, distributed.rank(), distributed.world())  # type: ignore[arg-type]
     batches.set_epoch(epoch)
-    return DataLoader(ds, batch_sampler=batches)
+    return DataLoader(ds, batch_sampler=batches, num_workers=workers, pin_memory=pin)
 
 
 def shard(loader: DataLoader[Any]) -> DataLoader[Any]:
@@ -214,22 +260,34 @@ def _batches(loader: DataLoader[Any], max_batches: int) -> Iterable[tuple[torch.
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
                controllers: list[Controller], criterion: Criterion = cross_entropy,
-               weight: float = 1.0) -> float:  # fmt: skip
+               weight: float = 1.0, precision: Precision | None = None) -> float:  # fmt: skip
     """One optimiser step; returns the criterion's task loss (cross-entropy to the labels, without the
     distillation term or the controllers' terms). ``model`` may be wrapped in DistributedDataParallel: it runs the
     forward pass, the controllers see the model inside; ``weight`` scales the criterion's loss (a rank's share
-    of an uneven batch, :meth:`RankBatches.weight`)."""
-    loss, task = criterion(model(x), x, y)
+    of an uneven batch, :meth:`RankBatches.weight`). ``precision`` (``train.amp``) autocasts the forward pass
+    and the criterion; the controllers' terms (ADMM's penalty) stay in float32, and with fp16's scaler the
+    controllers see the unscaled gradients."""
+    with precision.autocast() if precision is not None else nullcontext():
+        loss, task = criterion(model(x), x, y)
     loss = loss * weight if weight != 1.0 else loss
     inner = distributed.unwrap(model)
     for c in controllers:
         extra = c.extra_loss(inner)
         loss = loss + extra if extra is not None else loss
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    scaler = precision.scaler if precision is not None else None
+    if scaler is None:
+        loss.backward()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
     for c in controllers:
         c.before_step(inner)
-    opt.step()
+    if scaler is None:
+        opt.step()
+    else:
+        scaler.step(opt)  # skipped when a gradient overflowed; the scale then shrinks
+        scaler.update()
     for c in controllers:
         c.after_step(inner)
     return float(task.item())
@@ -238,7 +296,7 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.op
 def train_one_epoch(
     model: nn.Module, loader: DataLoader[Any], opt: torch.optim.Optimizer, device: torch.device,
     controllers: list[Controller] | None = None, max_batches: int = 0, label: str = "train",
-    criterion: Criterion = cross_entropy,
+    criterion: Criterion = cross_entropy, precision: Precision | None = None,
 ) -> float:  # fmt: skip
     """One pass over loader; returns the mean task loss."""
     model.train()
@@ -249,8 +307,8 @@ def train_one_epoch(
         shares = loader.batch_sampler if isinstance(loader.batch_sampler, RankBatches) else None
         for i, (x, y) in enumerate(_batches(loader, max_batches)):
             weight = shares.weight(len(y), i) if shares is not None else 1.0
-            x, y = x.to(device), y.to(device)
-            loss = train_step(model, x, y, opt, controllers or [], criterion, weight)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = train_step(model, x, y, opt, controllers or [], criterion, weight, precision)
             total, seen = total + loss * len(y), seen + len(y)
             bar.update(task, advance=1, info=f"loss {total / seen:.3f}")
     summed, images = distributed.sum_all(total, seen)  # every rank logs the mean over all ranks' images
@@ -307,42 +365,59 @@ def fit(
 
     ``masks`` is shorthand for a :class:`MaskController`; ``criterion`` replaces plain cross-entropy (e.g.
     :class:`~ac_toolchain.distill.Distillation`). ``on_epoch_end(epoch, state)`` receives the state to
-    checkpoint: model, optimizer, scheduler and each controller's state (after its ``end_epoch``).
+    checkpoint: model, optimizer, scheduler and each controller's state (after its ``end_epoch``), the fp16
+    gradient scaler's with ``s.amp = fp16``, and under torchrun the launch's id (:func:`distributed.earlier_run`
+    finds the run directory by it after torchrun restarted the group).
     """
+    check_device_options(s, device)
     hooks = [*([MaskController(masks)] if masks else []), *(controllers or [])]
     model.to(device)
     opt, sched = make_optimizer(model, s)
+    precision = Precision(s.amp, device.type) if s.amp != "off" else None
     start = 0
     if resume is not None:
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
+        if precision is not None and precision.scaler is not None and "scaler" in resume:
+            precision.scaler.load_state_dict(resume["scaler"])
         for c in hooks:
             c.load_state(resume.get("controllers", {}).get(c.name, {}))
         start = int(resume["epoch"])
     for c in hooks:
         c.after_step(model)  # masks hold from the first step on
-    net = distributed.wrap(model, device)  # under torchrun: gradients averaged over the ranks
-    losses = []
-    for epoch in range(start + 1, s.epochs + 1):
-        if any(c.stop() for c in hooks):  # checked first: a resumed training may already be done
-            break
-        loader = train_loader(train_ds, s.batch_size, seed, epoch)
-        tag = f"{label} {epoch}/{s.epochs}"
-        losses.append(train_one_epoch(net, loader, opt, device, hooks, s.max_batches, tag, criterion))
-        distributed.broadcast_buffers(model)  # every rank ends the epoch with rank 0's BatchNorm statistics
-        sched.step()
-        for c in hooks:
-            c.end_epoch(epoch, model, losses[-1])
-        if on_epoch_end is not None:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "controllers": {c.name: c.state() for c in hooks},
-            }
-            on_epoch_end(epoch, state)
+    losses: list[float] = []
+    with distributed.sync_batchnorm(model, s.sync_bn):
+        net = distributed.wrap(model, device)  # under torchrun: gradients averaged over the ranks
+        for epoch in range(start + 1, s.epochs + 1):
+            if any(c.stop() for c in hooks):  # checked first: a resumed training may already be done
+                break
+            loader = train_loader(train_ds, s.batch_size, seed, epoch, s.num_workers, s.pin_memory)
+            tag = f"{label} {epoch}/{s.epochs}"
+            losses.append(train_one_epoch(net, loader, opt, device, hooks, s.max_batches, tag, criterion, precision))
+            distributed.broadcast_buffers(model)  # every rank ends the epoch with rank 0's BatchNorm statistics
+            sched.step()
+            for c in hooks:
+                c.end_epoch(epoch, model, losses[-1])
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, _checkpoint(model, opt, sched, hooks, precision))
     return losses
+
+
+def _checkpoint(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, hooks: list[Controller],
+                precision: Precision | None) -> dict[str, Any]:  # fmt: skip
+    """What :func:`fit` hands ``on_epoch_end`` to checkpoint."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "controllers": {c.name: c.state() for c in hooks},
+    }
+    if precision is not None and precision.scaler is not None:
+        state["scaler"] = precision.scaler.state_dict()
+    if distributed.launched():
+        state["launch"] = distributed.launch_id()
+    return state
 
 
 @torch.no_grad()

@@ -29,3 +29,12 @@ def test_every_lazy_verb_is_public_and_resolves() -> None:
 
     assert set(ac._VERBS) <= set(ac.__all__)
     assert all(callable(getattr(ac, name)) for name in ac._VERBS)
+
+
+def test_compress_refuses_cuda_only_training_options_on_cpu_before_the_run_directory(tmp_path) -> None:
+    import ac_toolchain as ac
+    from ac_toolchain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.amp = bf16 .*CUDA only, but the device is cpu"):
+        ac.compress("lenet5", "smoke", {"train.amp": "bf16", "run.device": "cpu", "run.runs_dir": str(tmp_path)})
+    assert not list(tmp_path.iterdir())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import torch
 from torch import nn
@@ -75,6 +77,18 @@ def _scores() -> dict[str, Any]:
     return {"accuracy": evaluate(net, val, CPU, label=""), "hits": correct_per_image(net, val, CPU)}
 
 
+def _sync_bn() -> dict[str, Any]:
+    """Inside sync_batchnorm the BatchNorm is a SyncBatchNorm sharing its parameters and statistics; after it the
+    BatchNorm itself is back. (torch's SyncBatchNorm refuses CPU tensors in training, so no step is taken here.)"""
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))
+    bn = net[1]
+    with distributed.sync_batchnorm(net):
+        inside = net[1]
+        shared = inside.weight is bn.weight and inside.running_mean is bn.running_mean
+        net.eval()
+    return {"inside": type(inside).__name__, "shared": shared, "after": net[1] is bn, "mode": bn.training}
+
+
 def _writes(run_dir: str) -> None:
     """The checkpoint writer of train_stage, each rank pointed at a folder of its own: rank 0 alone writes."""
     from ac_toolchain.context import checkpoint_writer
@@ -91,7 +105,7 @@ def _worker(run_dir: str) -> dict[str, Any]:
     try:
         _writes(run_dir)
         return {"rank": distributed.rank(), "trained": _trained(), "masked": _masked(), "admm": _admm(),
-                "scores": _scores()}  # fmt: skip
+                "scores": _scores(), "sync_bn": _sync_bn()}  # fmt: skip
     finally:
         distributed.shutdown()
 
@@ -158,6 +172,14 @@ def test_accuracy_is_reduced_over_the_ranks(ranks: dict[str, Any]) -> None:
         assert torch.equal(r["scores"]["hits"], want["hits"])  # every image, in the loader's order
 
 
+def test_sync_batchnorm_swaps_batchnorm_in_and_back_out(ranks: dict[str, Any]) -> None:
+    for r in ranks["ranks"]:
+        assert r["sync_bn"] == {"inside": "SyncBatchNorm", "shared": True, "after": True, "mode": False}
+    net = nn.Sequential(nn.BatchNorm2d(4))
+    with distributed.sync_batchnorm(net):  # a single process has nothing to synchronise
+        assert type(net[0]) is nn.BatchNorm2d
+
+
 def test_only_rank_0_writes(ranks: dict[str, Any]) -> None:
     run_dir = ranks["run_dir"]
     assert [p.name for p in (run_dir / "rank0" / "checkpoints").iterdir()] == ["dense-0001.pt"]
@@ -185,17 +207,98 @@ def test_a_bad_input_under_two_ranks_is_one_line_and_exit_2_without_a_run_direct
     assert time.perf_counter() - start < 60
 
 
-def test_two_ranks_compress_with_rank_0_the_one_writer(tmp_path: Path) -> None:
-    """A short chain on 2 ranks ends with a complete run directory, the only one, written by rank 0."""
-    out = _ac("compress", "lenet5", "--preset", "smoke", "--nproc-per-node", "2", "--runs-dir", "runs",
-              "--search", "uniform", "--params-x", "5", "--search-rounds", "1", "--train-epochs", "1",
-              "--train-max-batches", "8", "--train-min-above-chance", "0", "--admm-iterations", "1",
-              "--purify-max-steps", "1", "--target", "x86", cwd=tmp_path)  # fmt: skip
+# A short chain: 3 ADMM epochs of 16 batches, so a worker can be killed between ADMM checkpoints
+CHAIN = ("compress", "lenet5", "--preset", "smoke", "--runs-dir", "runs", "--search", "uniform", "--params-x", "5",
+         "--search-rounds", "1", "--train-epochs", "1", "--train-max-batches", "16", "--train-min-above-chance", "0",
+         "--admm-iterations", "3", "--purify-max-steps", "1", "--target", "x86", "--dist-timeout", "60")  # fmt: skip
+ROUND_PRODUCTS = ("admm.pt", "masks.pt", "retrained.pt", "purified.pt")
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The short chain on 2 ranks through `ac compress --nproc-per-node 2`, uninterrupted."""
+    cwd = tmp_path_factory.mktemp("chain")
+    out = _ac(*CHAIN, "--nproc-per-node", "2", cwd=cwd)
     assert out.returncode == 0, out.stderr[-3000:]
-    runs = list((tmp_path / "runs").iterdir())
+    return {"runs": list((cwd / "runs").iterdir()), "stdout": out.stdout}
+
+
+def test_two_ranks_compress_with_rank_0_the_one_writer(chain: dict[str, Any]) -> None:
+    """A short chain on 2 ranks ends with a complete run directory, the only one, written by rank 0."""
+    runs = chain["runs"]
     assert len(runs) == 1
     report = json.loads((runs[0] / "report.json").read_text())
     assert report["compressed"]["accuracy"] > 0
     assert sorted(p.name for p in (runs[0] / "checkpoints").iterdir()) == [
-        "admm-r1-0001.pt", "dense-0001.pt", "retrain-r1-0001.pt"]  # fmt: skip
-    assert out.stdout.count("preset none") == 1  # the workers read the resolved config: rank 0 alone prints
+        "admm-r1-0003.pt", "dense-0001.pt", "retrain-r1-0001.pt"]  # fmt: skip
+    assert chain["stdout"].count("preset none") == 1  # the workers read the resolved config: rank 0 alone prints
+
+
+def _tensors(obj: Any, path: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor in a saved product (nested dicts and lists), by its path."""
+    if isinstance(obj, torch.Tensor):
+        return {path: obj}
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list | tuple) else []
+    return {k: v for key, value in items for k, v in _tensors(value, f"{path}/{key}").items()}
+
+
+def _worker_of_rank(agent: int, rank: int) -> psutil.Process:
+    """The worker process of ``rank`` that torchrun (process ``agent``) started."""
+    for p in psutil.Process(agent).children(recursive=True):
+        try:
+            if p.environ().get("RANK") == str(rank):
+                return p
+        except psutil.Error:
+            continue
+    raise AssertionError(f"no worker of rank {rank} under torchrun (pid {agent})")
+
+
+def test_a_worker_killed_mid_admm_is_restarted_and_ends_where_the_uninterrupted_run_ends(
+    tmp_path: Path, chain: dict[str, Any]
+) -> None:  # fmt: skip
+    """torchrun --max-restarts 1; rank 1 gets SIGKILL once the first ADMM checkpoint exists: torchrun restarts
+    the group, the ranks find rank 0's run directory by the launch's id, resume ADMM from its newest checkpoint
+    (not from a half-written one) and end with the uninterrupted run's products."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = f"{Path(__file__).resolve().parent.parent}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "--max-restarts", "1", "--monitor-interval", "0.1", "-m", "ac_toolchain", *CHAIN]  # fmt: skip
+    torchrun = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not list(tmp_path.glob("runs/*/checkpoints/admm-r1-*.pt")):
+            assert torchrun.poll() is None and time.monotonic() < deadline, "no ADMM checkpoint before the end"
+            time.sleep(0.01)
+        _worker_of_rank(torchrun.pid, 1).send_signal(signal.SIGKILL)
+        (checkpoints,) = tmp_path.glob("runs/*/checkpoints")  # what the atomic writer leaves when killed mid-write
+        (checkpoints / ".admm-r1-0003.pt.x1y2.tmp").write_bytes(b"PK\x03\x04 cut off")
+        out, _ = torchrun.communicate(timeout=300)
+    finally:
+        if torchrun.poll() is None:
+            torchrun.kill()
+    assert torchrun.returncode == 0, out[-3000:]
+    assert "torchrun restart 1: resuming" in out and "resuming admm-r1 after epoch" in out, out[-3000:]
+    (run,) = (tmp_path / "runs").iterdir()  # the restarted group wrote on in the same run directory
+    (want,) = chain["runs"]
+    for name in ROUND_PRODUCTS:
+        got, ref = (_tensors(torch.load(d / "rounds" / "1" / name, weights_only=True)) for d in (run, want))
+        assert got.keys() == ref.keys() and ref, name
+        for k in ref:
+            assert torch.allclose(got[k].double(), ref[k].double(), atol=1e-5, rtol=0), f"{name}: {k}"
+    figures = [json.loads((d / "report.json").read_text())["compressed"]["accuracy"] for d in (run, want)]
+    assert figures[0] == pytest.approx(figures[1], abs=1e-6)
+
+
+def test_the_launcher_passes_max_restarts_to_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ac compress --nproc-per-node N --max-restarts K` is torchrun --standalone with K restarts."""
+    import torch.distributed.run as torchrun
+
+    from ac_toolchain import cli
+
+    seen: list[Any] = []
+    monkeypatch.setattr(torchrun, "run", seen.append)
+    cli.launch(2, ["config.toml"], max_restarts=3)
+    (args,) = seen
+    assert (args.standalone, args.nproc_per_node, args.max_restarts) == (True, "2", 3)
+    assert args.module and args.training_script == "ac_toolchain" and args.training_script_args[-1] == "config.toml"
