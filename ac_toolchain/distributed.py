@@ -215,6 +215,23 @@ def broadcast_buffers(model: nn.Module) -> None:
         dist.broadcast(b, src=0)
 
 
+def mean_running_stats(bns: list[nn.modules.batchnorm._BatchNorm], count: int) -> None:
+    """Every rank's BatchNorm running statistics, each a mean over its own ``count`` batches, replaced by the mean
+    over all the ranks' batches (the same on every rank)."""
+    if not active():
+        return
+    (total,) = sum_all(count)
+    for m in bns:
+        if m.running_mean is None or m.running_var is None or total == 0:
+            continue
+        for stat in (m.running_mean, m.running_var):
+            weighted = stat * count
+            dist.all_reduce(weighted)
+            stat.copy_(weighted / total)
+        if m.num_batches_tracked is not None:
+            m.num_batches_tracked.fill_(int(total))
+
+
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     """``model`` in :class:`~torch.nn.parallel.DistributedDataParallel` (gradients averaged over the ranks), or
     the model itself without a process group."""

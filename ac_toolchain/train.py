@@ -425,6 +425,9 @@ def recalibrate_bn(model: nn.Module, loader: DataLoader[Any], device: torch.devi
     """Re-estimate every BatchNorm's running statistics on ``batches`` training batches (cumulative mean).
 
     After structures are removed the stored statistics describe the old activations; a few batches fix that.
+    Under torchrun the batches are spread over the ranks: in training mode each batch is normalised with its own
+    statistics, so a batch's contribution does not depend on where it ran, and the mean of the ranks' means,
+    weighted by their batch counts, is the single process's mean up to the order of the sums.
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns or batches <= 0:
@@ -433,10 +436,15 @@ def recalibrate_bn(model: nn.Module, loader: DataLoader[Any], device: torch.devi
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average over the batches seen
+    ranks, me = distributed.world(), distributed.rank() if distributed.active() else 0
+    mine = 0  # under torchrun rank r runs batches r, r + ranks, ...; the ranks' averages are then averaged
     model.train()
     with torch.no_grad():
-        for x, _ in _batches(loader, batches):
-            model(x.to(device))
+        for i, (x, _) in enumerate(_batches(loader, batches)):
+            if i % ranks == me:
+                model(x.to(device))
+                mine += 1
+    distributed.mean_running_stats(bns, mine)
     for m, momentum in zip(bns, saved, strict=True):
         m.momentum = momentum
     model.eval()

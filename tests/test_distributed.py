@@ -77,6 +77,31 @@ def _scores() -> dict[str, Any]:
     return {"accuracy": evaluate(net, val, CPU, label=""), "hits": correct_per_image(net, val, CPU)}
 
 
+def _proxy() -> dict[str, Any]:
+    """A search proposal scored by the proxy: BatchNorm re-estimated on 3 batches (2 on rank 0, 1 on rank 1), and
+    in a model without BatchNorm 3 fine-tune steps, each rank a share of every batch."""
+    from ac_toolchain.search.proxy import Proxy, ProxySettings
+
+    out: dict[str, Any] = {}
+    for kind, net, settings in (
+        ("bn", _bn_net(), ProxySettings(bn_batches=3, batch_size=16, seed=0)),
+        ("tuned", _net(), ProxySettings(bn_batches=0, batch_size=16, seed=0, steps=3, lr=0.05)),
+    ):  # fmt: skip
+        graph = trace(net, torch.randn(1, 1, 8, 8))
+        spec = uniform_spec(graph.layers, 0.5, "filter")
+        masks = prune(_bn_net() if kind == "bn" else _net(), torch.randn(1, 1, 8, 8), 0.5, "filter")
+        seen: list[int] = []  # images through the model on this rank (the proxy's deep copy keeps the hook)
+        net[0].register_forward_pre_hook(lambda _, args, seen=seen: seen.append(len(args[0])))
+        proxy = Proxy(net, lambda _, m=masks: m, _data(), _data(37), CPU, settings)
+        out[kind] = {"score": proxy(spec), "state": _state(proxy.net), "images": sum(seen)}
+    return out
+
+
+def _bn_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 36, 3))
+
+
 def _sync_bn() -> dict[str, Any]:
     """Inside sync_batchnorm the BatchNorm is a SyncBatchNorm sharing its parameters and statistics; after it the
     BatchNorm itself is back. (torch's SyncBatchNorm refuses CPU tensors in training, so no step is taken here.)"""
@@ -105,7 +130,7 @@ def _worker(run_dir: str) -> dict[str, Any]:
     try:
         _writes(run_dir)
         return {"rank": distributed.rank(), "trained": _trained(), "masked": _masked(), "admm": _admm(),
-                "scores": _scores(), "sync_bn": _sync_bn()}  # fmt: skip
+                "scores": _scores(), "sync_bn": _sync_bn(), "proxy": _proxy()}  # fmt: skip
     finally:
         distributed.shutdown()
 
@@ -170,6 +195,24 @@ def test_accuracy_is_reduced_over_the_ranks(ranks: dict[str, Any]) -> None:
     for r in ranks["ranks"]:
         assert r["scores"]["accuracy"] == want["accuracy"]
         assert torch.equal(r["scores"]["hits"], want["hits"])  # every image, in the loader's order
+
+
+def test_the_search_proxy_spreads_bn_re_estimation_and_fine_tuning_over_the_ranks(ranks: dict[str, Any]) -> None:
+    want = _proxy()
+    first, second = (r["proxy"] for r in ranks["ranks"])
+    for kind in ("bn", "tuned"):
+        assert first[kind]["score"] == second[kind]["score"] == want[kind]["score"], kind
+        for name, w in want[kind]["state"].items():
+            a, b = first[kind]["state"][name], second[kind]["state"][name]
+            assert torch.equal(a, b), (kind, name)  # the ranks agree bit for bit
+            assert torch.allclose(a, w.to(a.dtype), atol=1e-5, rtol=1e-5), (kind, name)  # and with one process
+    for kind in ("bn", "tuned"):  # the ranks shared the work: together as many images as one process, each fewer
+        assert first[kind]["images"] + second[kind]["images"] == want[kind]["images"], kind
+        assert max(first[kind]["images"], second[kind]["images"]) < want[kind]["images"], kind
+    stats = want["bn"]["state"]
+    assert int(first["bn"]["state"]["1.num_batches_tracked"]) == 3  # all 3 batches, from both ranks
+    assert not torch.equal(stats["1.running_mean"], torch.zeros(6))  # re-estimated, not reset
+    assert not torch.equal(want["tuned"]["state"]["0.weight"], _state(_net())["0.weight"])  # and tuned
 
 
 def test_sync_batchnorm_swaps_batchnorm_in_and_back_out(ranks: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from ac_toolchain import distributed
 from ac_toolchain.compact import shrink
 from ac_toolchain.config import SearchConfig, TrainConfig
 from ac_toolchain.errors import ConfigError
@@ -112,14 +113,24 @@ class Proxy:
         return evaluate(net, self.val, self.device, label="")
 
     def _fine_tune(self, net: nn.Module, masks: Masks) -> None:
-        """``steps`` masked SGD steps (fresh momentum): pruned weights, their gradients and momentum stay zero."""
+        """``steps`` masked SGD steps (fresh momentum): pruned weights, their gradients and momentum stay zero.
+        Under torchrun each rank takes its share of every batch and DDP averages the gradients: the same steps as
+        one process up to the order of the sums, except that BatchNorm normalises each share with its own
+        statistics and dropout draws its own masks (SyncBatchNorm, CUDA only, is not used here)."""
         s = self.settings
         opt = torch.optim.SGD(net.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
         keep: list[Controller] = [MaskController(masks)]
         net.train()
+        model, ranks = distributed.wrap(net, self.device), distributed.world()
+        me = distributed.rank() if distributed.active() else 0
         with _seeded(self.seed, self.device):
             for x, y in self._tune_batches():
-                train_step(net, x.to(self.device), y.to(self.device), opt, keep, self.criterion)
+                if len(x) < ranks:  # no rank may get an empty share (as train.RankBatches)
+                    continue
+                share = slice(me, None, ranks)  # this rank's images of the batch; DDP averages the gradients
+                weight = ranks * len(x[share]) / len(x)
+                train_step(model, x[share].to(self.device), y[share].to(self.device), opt, keep, self.criterion,
+                           weight=weight)  # fmt: skip
         net.eval()
 
     def _tune_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
