@@ -277,6 +277,20 @@ def test_two_ranks_compress_with_rank_0_the_one_writer(chain: dict[str, Any]) ->
     assert chain["stdout"].count("preset none") == 1  # the workers read the resolved config: rank 0 alone prints
 
 
+def test_two_ranks_end_with_the_single_process_figures(chain: dict[str, Any], tmp_path: Path) -> None:
+    """The short chain in one process: the same structure, and the same top-1 within a point. Its few dozen SGD
+    steps keep the ranks' different order of sums small; a long training amplifies it as much as a change of
+    torch's thread count in one process does (docs/distributed.md), so longer chains agree only in distribution."""
+    out = _ac(*CHAIN, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (one,) = (tmp_path / "runs").iterdir()
+    a, b = (json.loads((d / "report.json").read_text()) for d in (one, chain["runs"][0]))
+    assert a["ratios"] == b["ratios"] and a["compressed"]["params"] == b["compressed"]["params"]
+    assert [x["groups_kept"] for x in a["layers"]] == [x["groups_kept"] for x in b["layers"]]
+    for part in ("dense", "compressed"):
+        assert a[part]["accuracy"] == pytest.approx(b[part]["accuracy"], abs=0.01), part
+
+
 def _tensors(obj: Any, path: str = "") -> dict[str, torch.Tensor]:
     """Every tensor in a saved product (nested dicts and lists), by its path."""
     if isinstance(obj, torch.Tensor):
