@@ -80,13 +80,24 @@ def torch_outputs(run_dir: Path, x: torch.Tensor, num_classes: int) -> np.ndarra
         return model.eval()(x).numpy()
 
 
-def check_outputs(run_dir: Path, artifact: Path, device: Device) -> dict[str, Any]:
-    """Run the compressed artifact on the run's example input where it runs and compare with torch."""
+NOT_READ_BACK = {"status": "not checked: outputs cannot be read back from this device"}
+
+
+def _read_back(run_dir: Path, artifact: Path, device: Device) -> tuple[torch.Tensor, np.ndarray] | None:
+    """The run's example input and the artifact's output for it where the device runs here, else None."""
     read_back = bench_row(device).read_back
     if read_back is None:
-        return {"status": "not checked: outputs cannot be read back from this device"}
+        return None
     x = example_input(cfgmod.load(run_dir / "config.toml"))
-    got = infer(artifact, [x.numpy()], list(read_back))[0]
+    return x, infer(artifact, [x.numpy()], list(read_back))[0]
+
+
+def check_outputs(run_dir: Path, artifact: Path, device: Device) -> dict[str, Any]:
+    """Run the compressed artifact on the run's example input where it runs and compare with torch."""
+    read = _read_back(run_dir, artifact, device)
+    if read is None:
+        return dict(NOT_READ_BACK)
+    x, got = read
     diff = float(np.abs(got - torch_outputs(run_dir, x, got.shape[-1])).max())
     if diff > OUTPUT_TOLERANCE:
         raise DeviceError(f"{artifact}: outputs on {device.name} differ from torch by {diff:.2e} "
@@ -97,11 +108,10 @@ def check_outputs(run_dir: Path, artifact: Path, device: Device) -> dict[str, An
 def check_int8_outputs(run_dir: Path, artifact: Path, device: Device) -> dict[str, Any]:
     """The int8 artifact against our simulation of its QDQ model on the run's example input, in output steps (the
     kernel rounds a conv chain's two quantizations once: compile/lowering.py), within :data:`INT8_STEPS`."""
-    read_back = bench_row(device).read_back
-    if read_back is None:
-        return {"status": "not checked: outputs cannot be read back from this device"}
-    x = example_input(cfgmod.load(run_dir / "config.toml"))
-    got = infer(artifact, [x.numpy()], list(read_back))[0]
+    read = _read_back(run_dir, artifact, device)
+    if read is None:
+        return dict(NOT_READ_BACK)
+    x, got = read
     want, step = QdqSimulation(run_dir / INT8_ONNX)(x).numpy(), output_step(run_dir / INT8_ONNX)
     steps = float(np.abs(got - want).max() / step)
     if steps > INT8_STEPS:

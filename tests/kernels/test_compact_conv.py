@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from ac_toolchain import native
 from ac_toolchain.compact.modules import tap_major_rows
 from ac_toolchain.native import Geometry
+from tests.kernels.strategies import geometries
 
 
 def reference(x: np.ndarray, weight: np.ndarray, rows: np.ndarray, bias: np.ndarray | None, geo: Geometry,
@@ -41,15 +42,6 @@ def problem(seed: int, n: int, c: int, f: int, hw: tuple[int, int], kept: float 
     weight = rng.standard_normal((f, k)).astype(np.float32)
     bias = rng.standard_normal(f).astype(np.float32)
     return x, weight, rows, bias
-
-
-geometries = st.builds(
-    Geometry,
-    kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    stride=st.tuples(st.integers(1, 2), st.integers(1, 2)),
-    padding=st.tuples(st.integers(0, 3), st.integers(0, 3)),
-    dilation=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-)
 
 
 @settings(max_examples=150, deadline=None)

@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ac_toolchain import native
 from ac_toolchain.native import Geometry
+from tests.kernels.strategies import geometries
 
 X86_KINDS = ("host", "avx2", "portable")  # host: -march=native (VNNI here, else AVX2); avx2: haswell; portable: scalar
 
@@ -97,15 +98,6 @@ def test_builds_take_the_expected_paths() -> None:
     assert native.int8_path("portable") == "scalar"
     assert native.int8_path("avx2") == "avx2"
     assert native.int8_path("host") in {"avx512-vnni", "avx-vnni", "avx2"}
-
-
-geometries = st.builds(
-    Geometry,
-    kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    stride=st.tuples(st.integers(1, 2), st.integers(1, 2)),
-    padding=st.tuples(st.integers(0, 3), st.integers(0, 3)),
-    dilation=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-)
 
 
 @settings(max_examples=150, deadline=None)
